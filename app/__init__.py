@@ -1,0 +1,3 @@
+"""riskstream: live risk scores from a recurrent model, one step per event."""
+
+__version__ = "0.1.0"

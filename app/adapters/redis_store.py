@@ -1,0 +1,195 @@
+"""Entity state in Redis, advanced by an atomic compare-and-set that also fills the outbox.
+
+Keys (``P`` is the configured prefix):
+- ``P:s:<entity>`` hash: ``step``, ``t`` (last event time), ``mv`` (model name/version),
+  ``latest`` (JSON score) and ``x:<state>`` raw float32 bytes of each state tensor ``(L, H)``.
+- ``P:d:<entity>`` hash event_id -> JSON score, and ``P:o:<entity>`` list of those event ids,
+  newest first, trimmed to the dedup history length.
+- ``P:outbox`` stream of scores committed but not yet in the SQL log, read by group ``sql``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator, Sequence
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.adapters.codec import decode_logged, decode_score, encode_logged, encode_score
+from app.core.domain import Commit, EntityState, LoggedScore, Snapshot
+from app.core.errors import Unavailable
+from app.core.manifest import StateSpec
+
+_COMMIT = """
+local cur = redis.call('HGET', KEYS[1], 'step')
+if (tonumber(cur) or 0) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+local n = redis.call('LPUSH', KEYS[3], ARGV[2])
+local keep = tonumber(ARGV[4])
+if n > keep then
+  local old = redis.call('RPOP', KEYS[3], n - keep)
+  redis.call('HDEL', KEYS[2], unpack(old))
+end
+redis.call('XADD', KEYS[4], '*', 'd', ARGV[5])
+return 1
+"""
+
+_GROUP = "sql"
+
+
+@contextlib.asynccontextmanager
+async def redis_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as exc:
+        raise Unavailable(f"Redis is unreachable: {exc}", field="redis") from exc
+
+
+class RedisStateStore:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str,
+        states: Sequence[StateSpec],
+        dedup_history: int,
+    ) -> None:
+        self._r = client
+        self._prefix = prefix
+        self._specs = tuple(states)
+        self._fields = ["step", "t", "mv", "latest", *(f"x:{s.name}" for s in self._specs)]
+        self._history = dedup_history
+        self._commit = client.register_script(_COMMIT)
+        self.outbox_key = f"{prefix}:outbox"
+
+    def _keys(self, entity_id: str) -> tuple[str, str, str]:
+        p = self._prefix
+        return f"{p}:s:{entity_id}", f"{p}:d:{entity_id}", f"{p}:o:{entity_id}"
+
+    def _decode(self, row: list[bytes | None]) -> EntityState | None:
+        step, t, mv, latest, *raw = row
+        if step is None or t is None or mv is None:
+            return None
+        tensors: dict[str, np.ndarray] = {}
+        for spec, blob in zip(self._specs, raw):
+            rows, cols = spec.shape
+            if blob is None or len(blob) != rows * cols * 4:
+                continue  # made by a model of another shape: the engine starts afresh
+            tensors[spec.name] = np.frombuffer(blob, dtype=np.float32).reshape(rows, cols)
+        return EntityState(
+            step=int(step),
+            last_time=float(t),
+            model_key=mv.decode(),
+            tensors=tensors,
+            latest=decode_score(latest) if latest else None,
+        )
+
+    async def load(self, keys: Sequence[tuple[str, str]]) -> list[Snapshot]:
+        async with redis_errors():
+            pipe = self._r.pipeline(transaction=False)
+            for entity_id, event_id in keys:
+                state_key, seen_key, _ = self._keys(entity_id)
+                pipe.hmget(state_key, self._fields)
+                pipe.hget(seen_key, event_id)
+            replies = await pipe.execute()
+        snapshots = []
+        for i in range(len(keys)):
+            row, seen = replies[2 * i], replies[2 * i + 1]
+            snapshots.append(
+                Snapshot(self._decode(row), decode_score(seen) if seen is not None else None)
+            )
+        return snapshots
+
+    async def commit(self, commits: Sequence[Commit]) -> list[bool]:
+        async with redis_errors():
+            pipe = self._r.pipeline(transaction=False)
+            for c in commits:
+                state = c.state
+                score = c.logged.score
+                fields: list[bytes | str | int | float] = [
+                    "step", state.step, "t", repr(state.last_time), "mv", state.model_key,
+                ]
+                encoded = encode_score(score)
+                fields += ["latest", encoded]
+                for name, tensor in state.tensors.items():
+                    fields += [f"x:{name}", np.ascontiguousarray(tensor, np.float32).tobytes()]
+                await self._commit(
+                    keys=[*self._keys(score.entity_id), self.outbox_key],
+                    args=[
+                        c.expected_step, score.event_id, encoded, self._history,
+                        encode_logged(c.logged), *fields,
+                    ],
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        return [bool(r) for r in replies]
+
+    async def get(self, entity_id: str) -> EntityState | None:
+        async with redis_errors():
+            row = await self._r.hmget(self._keys(entity_id)[0], self._fields)
+        return self._decode(row)
+
+    async def forget(self, entity_id: str) -> bool:
+        async with redis_errors():
+            return bool(await self._r.delete(*self._keys(entity_id)))
+
+    async def ping(self) -> None:
+        async with redis_errors():
+            await self._r.ping()
+
+
+class RedisOutbox:
+    """The outbox stream, read through a consumer group so a dead drainer's claims are taken over."""
+
+    def __init__(self, client: aioredis.Redis, *, key: str, claim_idle_ms: int) -> None:
+        self._r = client
+        self._key = key
+        self._idle = claim_idle_ms
+        self._consumer = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        self._ready = False
+
+    async def _ensure_group(self) -> None:
+        if self._ready:
+            return
+        try:
+            await self._r.xgroup_create(self._key, _GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._ready = True
+
+    async def claim(self, limit: int, *, block_ms: int = 0) -> list[tuple[str, LoggedScore]]:
+        """Entries idle too long in a (dead) consumer's hands first, then new ones."""
+        async with redis_errors():
+            await self._ensure_group()
+            _, entries, *_ = await self._r.xautoclaim(
+                self._key, _GROUP, self._consumer, self._idle, start_id="0-0", count=limit
+            )
+            entries = [e for e in entries if e and e[1]]  # ids deleted meanwhile come back empty
+            if not entries:
+                reply = await self._r.xreadgroup(
+                    _GROUP, self._consumer, {self._key: ">"}, count=limit,
+                    block=block_ms or None,
+                )
+                entries = reply[0][1] if reply else []
+        return [(entry_id.decode(), decode_logged(fields[b"d"])) for entry_id, fields in entries]
+
+    async def ack(self, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        async with redis_errors():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.xack(self._key, _GROUP, *ids)
+            pipe.xdel(self._key, *ids)
+            await pipe.execute()
+
+    async def backlog(self) -> int:
+        async with redis_errors():
+            return int(await self._r.xlen(self._key))

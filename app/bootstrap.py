@@ -1,0 +1,113 @@
+"""The composition root: settings in, a wired application out. Nothing connects at import."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+from app import __version__
+from app.adapters.embedded_redis import EmbeddedRedis
+from app.adapters.onnx_model import OnnxRiskModel
+from app.adapters.redis_store import RedisOutbox, RedisStateStore
+from app.adapters.sql.database import create_engine, migrate
+from app.adapters.sql.score_log import SqlScoreLog
+from app.core.batcher import DirectScorer, MicroBatcher, Scorer
+from app.core.drain import OutboxDrainer
+from app.core.engine import ScoringEngine
+from app.services import Services
+from app.settings import Settings
+from app.web import entities, errors, events, system
+from app.web.limits import BodySizeLimit
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    async with AsyncExitStack() as stack:
+        model = OnnxRiskModel(settings.model_dir)
+
+        redis_url = settings.redis_url
+        if redis_url is None:
+            embedded = EmbeddedRedis(settings.data_dir / "redis")
+            redis_url = await asyncio.to_thread(embedded.start)
+            stack.callback(embedded.stop)
+        client = aioredis.Redis.from_url(
+            redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+        )
+        stack.push_async_callback(client.aclose)
+
+        database_url = settings.resolved_database_url()
+        await asyncio.to_thread(migrate, database_url)
+        sql = create_engine(database_url)
+        stack.push_async_callback(sql.dispose)
+        score_log = SqlScoreLog(sql)
+
+        store = RedisStateStore(
+            client,
+            prefix=settings.key_prefix,
+            states=model.manifest.states,
+            dedup_history=settings.dedup_history,
+        )
+        outbox = RedisOutbox(
+            client, key=store.outbox_key, claim_idle_ms=settings.outbox_claim_idle_ms
+        )
+        engine = ScoringEngine(
+            model,
+            store,
+            score_log,
+            accept_late_events=settings.accept_late_events,
+            max_retries=settings.cas_max_retries,
+            max_id_length=settings.max_id_length,
+        )
+        stack.callback(engine.close)
+
+        drainer = OutboxDrainer(outbox, score_log, batch=settings.outbox_batch)
+        drainer.start()
+        stack.push_async_callback(drainer.stop)
+
+        scorer: Scorer
+        if settings.batching:
+            batcher = MicroBatcher(
+                engine,
+                max_batch=settings.batch_max_size,
+                window_s=settings.batch_window_ms / 1000,
+            )
+            batcher.start()
+            stack.push_async_callback(batcher.stop)
+            scorer = batcher
+        else:
+            scorer = DirectScorer(engine)
+
+        log.info("riskstream ready: model %s, redis %s", model.manifest.key, redis_url)
+        yield Services(settings, model, engine, scorer, store, outbox, score_log, drainer)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Services]]:
+        async with open_services(settings) as services:
+            app.state.services = services
+            yield {"services": services}
+
+    app = FastAPI(
+        title="riskstream",
+        version=__version__,
+        description="Live risk scores: each event advances an entity's recurrent state one step.",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    errors.install(app, retry_after=settings.retry_after_seconds)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(events.router)
+    app.include_router(entities.router)
+    app.include_router(system.router)
+    return app

@@ -1,0 +1,82 @@
+"""The ``riskstream`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.adapters.embedded_redis import EmbeddedRedis
+    from app.adapters.sql.database import migrate
+    from app.settings import Settings
+
+    settings = Settings()
+    embedded: EmbeddedRedis | None = None
+    if settings.redis_url is None:
+        # One embedded server for every worker process; they find it through REDIS_URL.
+        embedded = EmbeddedRedis(settings.data_dir / "redis")
+        os.environ["REDIS_URL"] = embedded.start()
+    try:
+        migrate(settings.resolved_database_url())
+        uvicorn.run(
+            "app.bootstrap:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            access_log=args.access_log,
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def _evaluate(argv: Sequence[str]) -> int:
+    try:
+        from models.riskstream_models.evaluate import main as evaluate_main
+    except ImportError as exc:
+        print(
+            f"riskstream evaluate needs the evaluation extras: pip install -e '.[train]' ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    result: int = evaluate_main(list(argv))
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="riskstream", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the service (embedded defaults if unset)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False)
+
+    commands.add_parser(
+        "evaluate", help="score an event table with a model artifact", add_help=False
+    )
+
+    if argv and argv[0] == "evaluate":
+        return _evaluate(argv[1:])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "serve":
+        return _serve(args)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""Micro-batching: concurrent requests share one state read, one model call, one commit.
+
+Requests queue their events; one loop takes everything queued (up to ``max_batch`` events) and
+hands it to the engine as one batch. While a batch is in flight, new requests pile up and form
+the next one, so batches grow with load by themselves. The optional window waits a little longer
+for company only when the previous batch was shared, so a lone request never waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from app.core.domain import Event
+from app.core.engine import Result, ScoringEngine
+
+
+class Scorer(Protocol):
+    async def score(self, events: Sequence[Event]) -> list[Result]: ...
+
+
+class DirectScorer:
+    """Batching off: each request is its own batch."""
+
+    def __init__(self, engine: ScoringEngine) -> None:
+        self._engine = engine
+
+    async def score(self, events: Sequence[Event]) -> list[Result]:
+        return await self._engine.score(events)
+
+
+@dataclass(slots=True)
+class _Request:
+    events: Sequence[Event]
+    done: asyncio.Future[list[Result]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class BatchStats(Protocol):
+    def observe_batch(self, size: int, queue_wait_s: float) -> None: ...
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        engine: ScoringEngine,
+        *,
+        max_batch: int,
+        window_s: float,
+        stats: BatchStats | None = None,
+    ) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._window_s = window_s
+        self._stats = stats
+        self._queue: deque[tuple[float, _Request]] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_batch = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="micro-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        while self._queue:
+            _, request = self._queue.popleft()
+            if not request.done.done():
+                request.done.cancel()
+
+    async def score(self, events: Sequence[Event]) -> list[Result]:
+        if not events:
+            return []
+        loop = asyncio.get_running_loop()
+        request = _Request(events)
+        self._queue.append((loop.time(), request))
+        self._wakeup.set()
+        return await request.done
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            if self._window_s > 0 and self._last_batch > 1 and self._pending() < self._max_batch:
+                await asyncio.sleep(self._window_s)
+            taken: list[tuple[float, _Request]] = []
+            size = 0
+            while self._queue and (not taken or size + len(self._queue[0][1].events) <= self._max_batch):
+                item = self._queue.popleft()
+                taken.append(item)
+                size += len(item[1].events)
+            self._last_batch = size
+            now = loop.time()
+            if self._stats is not None:
+                wait = max(now - t for t, _ in taken)
+                self._stats.observe_batch(size, wait)
+            await self._dispatch([r for _, r in taken])
+
+    def _pending(self) -> int:
+        return sum(len(r.events) for _, r in self._queue)
+
+    async def _dispatch(self, requests: list[_Request]) -> None:
+        events = [e for r in requests for e in r.events]
+        try:
+            results = await self._engine.score(events)
+        except Exception as exc:  # a backing service failed: every request in the batch fails
+            for r in requests:
+                if not r.done.done():
+                    r.done.set_exception(exc)
+            return
+        start = 0
+        for r in requests:
+            end = start + len(r.events)
+            if not r.done.done():
+                r.done.set_result(results[start:end])
+            start = end

@@ -1,0 +1,73 @@
+"""The domain: entities send events; each event advances the entity's state one step and yields a score."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+FeatureValues = Mapping[str, float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    entity_id: str
+    event_id: str
+    time: float  # seconds since the Unix epoch, UTC
+    values: FeatureValues
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    score_id: str
+    entity_id: str
+    event_id: str
+    step: int  # how many events the entity has had, this one included
+    event_time: float
+    scored_at: float
+    model_name: str
+    model_version: str
+    risk: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedScore:
+    """What goes to the score log: the score and the event as received, for audit and replay."""
+
+    score: Score
+    values: FeatureValues
+
+
+@dataclass(slots=True)
+class EntityState:
+    """An entity's recurrent state as stored between events."""
+
+    step: int  # version for compare-and-set: events applied so far
+    last_time: float
+    model_key: str  # "name/version" of the model that made ``tensors``
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (L, H) float32
+    latest: Score | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the state store knows of an entity when one of its events arrives."""
+
+    state: EntityState | None
+    seen: Score | None  # the earlier score of the same event_id, if it is still remembered
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Advance one entity from ``expected_step`` to ``state.step``, logging ``logged``."""
+
+    expected_step: int
+    state: EntityState
+    logged: LoggedScore
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    score: Score
+    duplicate: bool

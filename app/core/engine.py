@@ -1,0 +1,264 @@
+"""The scoring engine: a batch of events in, one recurrence step per event, scores out.
+
+It knows nothing of HTTP, Redis or SQL: it talks to a ``RiskModel``, a ``StateStore`` and a
+``ScoreLog`` through the ports in ``app.core.ports``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+
+from app.core.domain import Commit, EntityState, Event, LoggedScore, Outcome, Score, Snapshot
+from app.core.errors import Contention, InvalidInput, OutOfOrder, RiskstreamError, UnknownEntity
+from app.core.ports import RiskModel, ScoreLog, StateStore
+
+Result = Outcome | RiskstreamError
+
+# Above this batch size the model runs on a worker thread so the event loop keeps serving.
+_THREAD_BATCH = 32
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _new_score_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    index: int  # position in the round
+    event: Event
+    prior: EntityState | None
+    fresh: bool  # no usable recurrent state: new entity, or state of another model version
+    time: float  # the time the state moves to
+
+
+class ScoringEngine:
+    def __init__(
+        self,
+        model: RiskModel,
+        store: StateStore,
+        log: ScoreLog,
+        *,
+        accept_late_events: bool = False,
+        max_retries: int = 100,
+        max_id_length: int = 128,
+        clock: Callable[[], float] = time.time,
+        new_score_id: Callable[[], str] = _new_score_id,
+    ) -> None:
+        self.model = model
+        self._store = store
+        self._log = log
+        self._accept_late = accept_late_events
+        self._max_retries = max_retries
+        self._max_id_length = max_id_length
+        self._clock = clock
+        self._new_score_id = new_score_id
+        manifest = model.manifest
+        self._feature_index = {name: i for i, name in enumerate(manifest.feature_names)}
+        self._outputs = manifest.output_names
+        self._state_specs = tuple((s.name, s.shape) for s in manifest.states)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)
+
+    # -- validation -----------------------------------------------------------------------
+
+    def check(self, event: Event) -> None:
+        """Raise ``InvalidInput`` naming the field if the model cannot take this event."""
+        for field, value in (("entity_id", event.entity_id), ("event_id", event.event_id)):
+            if not value:
+                raise InvalidInput(f"{field} must not be empty", field=field)
+            if len(value) > self._max_id_length:
+                raise InvalidInput(
+                    f"{field} is {len(value)} characters long; at most {self._max_id_length}",
+                    field=field,
+                )
+            if not value.isprintable():
+                raise InvalidInput(f"{field} has unprintable characters", field=field)
+        for name, value in event.values.items():
+            if name not in self._feature_index:
+                raise InvalidInput(
+                    f"unknown feature {name!r}; the model takes {len(self._feature_index)} "
+                    "features, listed at GET /v1/model",
+                    field=f"values.{name}",
+                )
+            if value is not None and not math.isfinite(value):
+                raise InvalidInput(f"{value!r} is not a finite number", field=f"values.{name}")
+        if not math.isfinite(event.time):
+            raise InvalidInput("time is not a finite timestamp", field="time")
+
+    # -- scoring ----------------------------------------------------------------------------
+
+    async def score(self, events: Sequence[Event]) -> list[Result]:
+        """Apply each event exactly once; one entity's events in the order given.
+
+        Every result is an ``Outcome`` or the ``RiskstreamError`` of that event alone. A failure
+        of a backing service is raised, not returned: then no event is known to be applied.
+        """
+        results: list[Result | None] = [None] * len(events)
+        attempts = [0] * len(events)
+        pending: list[int] = []
+        for i, event in enumerate(events):
+            try:
+                self.check(event)
+            except InvalidInput as exc:
+                results[i] = exc
+            else:
+                pending.append(i)
+        while pending:
+            seen: set[str] = set()
+            round_: list[int] = []
+            later: list[int] = []
+            for i in pending:
+                entity = events[i].entity_id
+                (later if entity in seen else round_).append(i)
+                seen.add(entity)
+            round_results = await self._step_round([events[i] for i in round_])
+            retry: list[int] = []
+            for i, result in zip(round_, round_results):
+                if result is not None:
+                    results[i] = result
+                    continue
+                attempts[i] += 1
+                if attempts[i] >= self._max_retries:
+                    results[i] = Contention(
+                        f"entity {events[i].entity_id!r} changed under {attempts[i]} attempts"
+                    )
+                else:
+                    retry.append(i)
+            pending = sorted(retry + later)
+        return [r for r in results if r is not None]
+
+    async def _step_round(self, events: Sequence[Event]) -> list[Result | None]:
+        """One round: distinct entities. ``None`` marks a lost compare-and-set: retry it."""
+        snapshots = await self._store.load([(e.entity_id, e.event_id) for e in events])
+        results: list[Result | None] = [None] * len(events)
+        planned: list[_Planned] = []
+        for i, (event, snapshot) in enumerate(zip(events, snapshots)):
+            outcome = await self._plan(i, event, snapshot, planned)
+            results[i] = outcome
+        if not planned:
+            return results
+        x, dt, states = self._inputs(planned)
+        risk, next_states = await self._run_model(x, dt, states)
+        commits = self._commits(planned, risk, next_states)
+        committed = await self._store.commit(commits)
+        for plan, commit, ok in zip(planned, commits, committed):
+            if ok:
+                results[plan.index] = Outcome(commit.logged.score, duplicate=False)
+        return results
+
+    async def _plan(
+        self, i: int, event: Event, snapshot: Snapshot, planned: list[_Planned]
+    ) -> Result | None:
+        if snapshot.seen is not None:
+            return Outcome(snapshot.seen, duplicate=True)
+        prior = snapshot.state
+        fresh = prior is None or prior.model_key != self.model.manifest.key
+        new_time = event.time
+        if prior is not None and event.time < prior.last_time:
+            if not self._accept_late:
+                earlier = await self._log.find(event.entity_id, event.event_id)
+                if earlier is not None:
+                    return Outcome(earlier, duplicate=True)
+                return OutOfOrder(
+                    f"event time {_iso(event.time)} is earlier than the entity's last event "
+                    f"at {_iso(prior.last_time)}",
+                    field="time",
+                )
+            new_time = prior.last_time  # taken as if it came now
+        planned.append(_Planned(i, event, prior, fresh, new_time))
+        return None
+
+    def _inputs(
+        self, planned: Sequence[_Planned]
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        batch = len(planned)
+        x = np.full((batch, len(self._feature_index)), np.nan, dtype=np.float32)  # (B, F)
+        dt = np.zeros((batch, 1), dtype=np.float32)  # (B, 1)
+        states = {
+            name: np.zeros((shape[0], batch, shape[1]), dtype=np.float32)  # (L, B, H)
+            for name, shape in self._state_specs
+        }
+        for b, plan in enumerate(planned):
+            for name, value in plan.event.values.items():
+                if value is not None:
+                    x[b, self._feature_index[name]] = value
+            if plan.fresh or plan.prior is None:
+                continue
+            dt[b, 0] = (plan.time - plan.prior.last_time) / 3600.0
+            for name, _ in self._state_specs:
+                states[name][:, b, :] = plan.prior.tensors[name]
+        return x, dt, states
+
+    def _commits(
+        self, planned: Sequence[_Planned], risk: np.ndarray, next_states: dict[str, np.ndarray]
+    ) -> list[Commit]:
+        scored_at = self._clock()
+        manifest = self.model.manifest
+        commits = []
+        for b, plan in enumerate(planned):
+            prior_step = plan.prior.step if plan.prior is not None else 0
+            event = plan.event
+            score = Score(
+                score_id=self._new_score_id(),
+                entity_id=event.entity_id,
+                event_id=event.event_id,
+                step=prior_step + 1,
+                event_time=event.time,
+                scored_at=scored_at,
+                model_name=manifest.name,
+                model_version=manifest.version,
+                risk={name: float(risk[b, k]) for k, name in enumerate(self._outputs)},
+            )
+            state = EntityState(
+                step=prior_step + 1,
+                last_time=plan.time,
+                model_key=manifest.key,
+                tensors={
+                    name: np.ascontiguousarray(next_states[name][:, b, :])  # (L, H)
+                    for name, _ in self._state_specs
+                },
+                latest=score,
+            )
+            commits.append(Commit(prior_step, state, LoggedScore(score, dict(event.values))))
+        return commits
+
+    async def _run_model(
+        self, x: np.ndarray, dt: np.ndarray, states: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        if len(x) < _THREAD_BATCH:  # a thread hop costs more than a small step
+            return self.model.step(x, dt, states)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.model.step, x, dt, states)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def latest(self, entity_id: str) -> EntityState:
+        state = await self._store.get(entity_id)
+        if state is None or state.latest is None:
+            raise UnknownEntity(f"no state for entity {entity_id!r}", field="entity_id")
+        return state
+
+    async def forget(self, entity_id: str) -> None:
+        if not await self._store.forget(entity_id):
+            raise UnknownEntity(f"no state for entity {entity_id!r}", field="entity_id")
+
+    async def history(
+        self, entity_id: str, *, since: datetime | None, after_step: int | None, limit: int
+    ) -> list[Score]:
+        return await self._log.history(entity_id, since=since, after_step=after_step, limit=limit)
+

@@ -1,0 +1,53 @@
+"""One exception hierarchy; the web layer maps it to one JSON error shape in one place."""
+
+from __future__ import annotations
+
+
+class RiskstreamError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidInput(RiskstreamError):
+    status = 422
+    code = "invalid_input"
+
+
+class PayloadTooLarge(RiskstreamError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnknownEntity(RiskstreamError):
+    status = 404
+    code = "unknown_entity"
+
+
+class NotFound(RiskstreamError):
+    status = 404
+    code = "not_found"
+
+
+class OutOfOrder(RiskstreamError):
+    status = 409
+    code = "out_of_order"
+
+
+class Unavailable(RiskstreamError):
+    """A backing service (Redis, the database, the model) cannot be used right now."""
+
+    status = 503
+    code = "unavailable"
+
+
+class Contention(Unavailable):
+    code = "contention"
+
+
+class ModelContractError(Exception):
+    """The artifact does not follow the model contract: the service refuses to load it."""

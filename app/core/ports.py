@@ -1,0 +1,65 @@
+"""The small interfaces the core needs from the outside world. Adapters implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+import numpy as np
+
+from app.core.domain import Commit, EntityState, LoggedScore, Score, Snapshot
+from app.core.manifest import Manifest
+
+
+class RiskModel(Protocol):
+    manifest: Manifest
+
+    def step(
+        self, x: np.ndarray, dt: np.ndarray, states: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """x (B, F), dt (B, 1), states name -> (L, B, H)  ->  risk (B, K), next states."""
+        ...
+
+
+class StateStore(Protocol):
+    async def load(self, keys: Sequence[tuple[str, str]]) -> list[Snapshot]:
+        """For each (entity_id, event_id): the entity's state and the remembered score of that event."""
+        ...
+
+    async def commit(self, commits: Sequence[Commit]) -> list[bool]:
+        """Compare-and-set each entity's state and append its score to the outbox, atomically per
+        entity. False where another writer advanced the entity first."""
+        ...
+
+    async def get(self, entity_id: str) -> EntityState | None: ...
+
+    async def forget(self, entity_id: str) -> bool: ...
+
+    async def ping(self) -> None: ...
+
+
+class Outbox(Protocol):
+    """Scores committed with the state and not yet in the score log."""
+
+    async def claim(self, limit: int, *, block_ms: int = 0) -> list[tuple[str, LoggedScore]]:
+        """Up to ``limit`` entries not yet acknowledged, waiting up to ``block_ms`` for one."""
+        ...
+
+    async def ack(self, ids: Sequence[str]) -> None: ...
+
+    async def backlog(self) -> int: ...
+
+
+class ScoreLog(Protocol):
+    async def append(self, records: Sequence[LoggedScore]) -> int:
+        """Insert, ignoring records already present (by score_id). Returns how many were new."""
+        ...
+
+    async def history(
+        self, entity_id: str, *, since: datetime | None, after_step: int | None, limit: int
+    ) -> list[Score]: ...
+
+    async def find(self, entity_id: str, event_id: str) -> Score | None: ...
+
+    async def ping(self) -> None: ...

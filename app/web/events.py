@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import ORJSONResponse
+from pydantic import TypeAdapter, ValidationError
+
+from app.core.domain import Event
+from app.core.errors import InvalidInput, PayloadTooLarge, RiskstreamError
+from app.web import render
+from app.web.deps import ServicesDep
+from app.web.errors import field_of
+from app.web.schemas import BulkEventIn, ErrorOut, EventIn, EventOut
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (404, 409, 413, 422, 503)
+}
+_bulk_item = TypeAdapter(BulkEventIn)
+
+EntityId = Annotated[str, Path(description="The entity: a patient, an account…")]
+
+
+@router.post(
+    "/entities/{entity_id}/events",
+    summary="Score one event: advance the entity's state one step",
+    responses={200: {"model": EventOut}, **_ERRORS},
+)
+async def post_event(entity_id: EntityId, body: EventIn, services: ServicesDep) -> ORJSONResponse:
+    event = Event(entity_id, body.event_id, body.time, body.values)
+    [result] = await services.scorer.score([event])
+    if isinstance(result, RiskstreamError):
+        raise result
+    return ORJSONResponse(render.outcome(result))
+
+
+def _error_item(index: int, exc: RiskstreamError) -> dict[str, Any]:
+    return {
+        "index": index,
+        "status": exc.status,
+        "error": {"status": exc.status, "code": exc.code, "message": exc.message, "field": exc.field},
+    }
+
+
+def _parse_items(raw: bytes, content_type: str) -> list[Any]:
+    try:
+        if "ndjson" in content_type or "jsonlines" in content_type:
+            return [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+        items = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"body is not valid JSON: {exc}", field="body") from exc
+    if not isinstance(items, list):
+        raise InvalidInput("body must be a JSON array of events (or NDJSON)", field="body")
+    return items
+
+
+@router.post(
+    "/events",
+    summary="Score many events of many entities; one result per event",
+    description=(
+        "A JSON array, or NDJSON with `Content-Type: application/x-ndjson`, of events each "
+        "carrying its `entity_id`. Each entity's events are applied in time order. Every event "
+        "gets its own result, with its own error if it has one."
+    ),
+    responses=_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {
+                    "schema": {"type": "array", "items": BulkEventIn.model_json_schema()}
+                },
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+            "required": True,
+        }
+    },
+)
+async def post_events(request: Request, services: ServicesDep) -> ORJSONResponse:
+    items = _parse_items(await request.body(), request.headers.get("content-type", ""))
+    limit = services.settings.max_bulk_events
+    if len(items) > limit:
+        raise PayloadTooLarge(f"{len(items)} events in one request; at most {limit}", field="body")
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    valid: list[tuple[int, Event]] = []
+    for i, item in enumerate(items):
+        try:
+            parsed = _bulk_item.validate_python(item)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            message = str(first["msg"]).removeprefix("Value error, ")
+            results[i] = _error_item(i, InvalidInput(message, field=field_of(first["loc"])))
+            continue
+        valid.append((i, Event(parsed.entity_id, parsed.event_id, parsed.time, parsed.values)))
+    valid.sort(key=lambda pair: (pair[1].entity_id, pair[1].time, pair[0]))
+    outcomes = await services.scorer.score([event for _, event in valid])
+    for (i, _), result in zip(valid, outcomes):
+        if isinstance(result, RiskstreamError):
+            results[i] = _error_item(i, result)
+        else:
+            results[i] = {"index": i, "status": 200, **render.outcome(result)}
+    accepted = sum(1 for r in results if r is not None and r["status"] == 200)
+    return ORJSONResponse({"accepted": accepted, "rejected": len(items) - accepted, "results": results})
+
+

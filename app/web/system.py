@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import ORJSONResponse
+
+from app.core.errors import Unavailable
+from app.web.deps import ServicesDep
+from app.web.errors import error_response
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/v1/model", summary="The loaded model's manifest")
+async def get_model(services: ServicesDep) -> ORJSONResponse:
+    return ORJSONResponse(services.model.manifest.as_document())
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@router.get("/readyz", summary="Redis, the database and the model are all usable")
+async def readyz(services: ServicesDep) -> ORJSONResponse:
+    checks: dict[str, str] = {"model": services.model.manifest.key}
+    failed: list[str] = []
+    for name, ping in (("redis", services.store.ping), ("database", services.score_log.ping)):
+        try:
+            await ping()
+            checks[name] = "ok"
+        except Unavailable as exc:
+            checks[name] = exc.message
+            failed.append(name)
+    if failed:
+        response = error_response(
+            503,
+            "not_ready",
+            f"not ready: {', '.join(failed)} unreachable",
+            field=failed[0],
+            errors=[{"field": name, "message": checks[name]} for name in failed],
+            headers={"Retry-After": str(services.settings.retry_after_seconds)},
+        )
+        return response
+    body: dict[str, Any] = {"status": "ready", "checks": checks}
+    return ORJSONResponse(body)

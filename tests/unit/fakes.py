@@ -1,0 +1,127 @@
+"""In-memory fakes of the core's ports, for unit tests of the core only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+import numpy as np
+
+from app.core.domain import Commit, EntityState, LoggedScore, Score, Snapshot
+from app.core.manifest import Manifest
+
+
+def manifest(version: str = "1") -> Manifest:
+    return Manifest.model_validate(
+        {
+            "name": "fake",
+            "version": version,
+            "features": [{"name": "a"}, {"name": "b"}],
+            "outputs": [{"name": "risk"}],
+            "states": [{"name": "h", "shape": [1, 2]}],
+        }
+    )
+
+
+class FakeModel:
+    """h' = h / 2 + [sum of present values, dt]; risk = sigmoid(h'[0])."""
+
+    def __init__(self, version: str = "1") -> None:
+        self.manifest = manifest(version)
+        self.batch_sizes: list[int] = []
+
+    def step(
+        self, x: np.ndarray, dt: np.ndarray, states: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        self.batch_sizes.append(len(x))
+        h = states["h"]  # (1, B, 2)
+        add = np.stack([np.nansum(x, axis=1), dt[:, 0]], axis=1)  # (B, 2)
+        h_next = (h / 2 + add[None]).astype(np.float32)
+        risk = 1 / (1 + np.exp(-h_next[0, :, :1]))  # (B, 1)
+        return risk.astype(np.float32), {"h": h_next}
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.states: dict[str, EntityState] = {}
+        self.seen: dict[tuple[str, str], Score] = {}
+        self.outbox: list[LoggedScore] = []
+        self.interfere: list[str] = []  # entities another writer advances before our next commit
+
+    async def load(self, keys: Sequence[tuple[str, str]]) -> list[Snapshot]:
+        return [Snapshot(self.states.get(e), self.seen.get((e, ev))) for e, ev in keys]
+
+    async def commit(self, commits: Sequence[Commit]) -> list[bool]:
+        results = []
+        for c in commits:
+            entity = c.logged.score.entity_id
+            if entity in self.interfere:
+                self.interfere.remove(entity)
+                current = self.states[entity]
+                self.states[entity] = EntityState(
+                    current.step + 1, current.last_time, current.model_key, current.tensors,
+                    current.latest,
+                )
+            current_step = self.states[entity].step if entity in self.states else 0
+            if current_step != c.expected_step:
+                results.append(False)
+                continue
+            self.states[entity] = c.state
+            self.seen[(entity, c.logged.score.event_id)] = c.logged.score
+            self.outbox.append(c.logged)
+            results.append(True)
+        return results
+
+    async def get(self, entity_id: str) -> EntityState | None:
+        return self.states.get(entity_id)
+
+    async def forget(self, entity_id: str) -> bool:
+        return self.states.pop(entity_id, None) is not None
+
+    async def ping(self) -> None:
+        return None
+
+
+class FakeLog:
+    def __init__(self) -> None:
+        self.scores: dict[str, LoggedScore] = {}
+
+    async def append(self, records: Sequence[LoggedScore]) -> int:
+        new = [r for r in records if r.score.score_id not in self.scores]
+        self.scores.update((r.score.score_id, r) for r in new)
+        return len(new)
+
+    async def history(
+        self, entity_id: str, *, since: datetime | None, after_step: int | None, limit: int
+    ) -> list[Score]:
+        rows = sorted(
+            (r.score for r in self.scores.values() if r.score.entity_id == entity_id),
+            key=lambda s: s.step,
+        )
+        return rows[:limit]
+
+    async def find(self, entity_id: str, event_id: str) -> Score | None:
+        for r in self.scores.values():
+            if (r.score.entity_id, r.score.event_id) == (entity_id, event_id):
+                return r.score
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+
+class FakeOutbox:
+    def __init__(self, store: FakeStore) -> None:
+        self._store = store
+        self.acked: list[str] = []
+
+    async def claim(self, limit: int, *, block_ms: int = 0) -> list[tuple[str, LoggedScore]]:
+        taken = self._store.outbox[:limit]
+        return [(f"{i}", logged) for i, logged in enumerate(taken)]
+
+    async def ack(self, ids: Sequence[str]) -> None:
+        self.acked += ids
+        del self._store.outbox[: len(ids)]
+
+    async def backlog(self) -> int:
+        return len(self._store.outbox)
