@@ -1,0 +1,186 @@
+"""Event tables, labels and patient splits. numpy/pandas only: evaluate.py uses it too."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SETA = "/work/shared/data/physionet2019/setA.parquet"
+
+# the 40 PhysioNet 2019 variables: name, unit, description (from the challenge documentation)
+PHYSIONET_FEATURES = [
+    ("HR", "beats/min", "Heart rate"),
+    ("O2Sat", "%", "Pulse oximetry"),
+    ("Temp", "deg C", "Temperature"),
+    ("SBP", "mm Hg", "Systolic blood pressure"),
+    ("MAP", "mm Hg", "Mean arterial pressure"),
+    ("DBP", "mm Hg", "Diastolic blood pressure"),
+    ("Resp", "breaths/min", "Respiration rate"),
+    ("EtCO2", "mm Hg", "End-tidal carbon dioxide"),
+    ("BaseExcess", "mmol/L", "Excess bicarbonate"),
+    ("HCO3", "mmol/L", "Bicarbonate"),
+    ("FiO2", "fraction", "Fraction of inspired oxygen"),
+    ("pH", "", "Arterial pH"),
+    ("PaCO2", "mm Hg", "Partial pressure of carbon dioxide from arterial blood"),
+    ("SaO2", "%", "Oxygen saturation from arterial blood"),
+    ("AST", "IU/L", "Aspartate transaminase"),
+    ("BUN", "mg/dL", "Blood urea nitrogen"),
+    ("Alkalinephos", "IU/L", "Alkaline phosphatase"),
+    ("Calcium", "mg/dL", "Calcium"),
+    ("Chloride", "mmol/L", "Chloride"),
+    ("Creatinine", "mg/dL", "Creatinine"),
+    ("Bilirubin_direct", "mg/dL", "Direct bilirubin"),
+    ("Glucose", "mg/dL", "Serum glucose"),
+    ("Lactate", "mg/dL", "Lactic acid"),
+    ("Magnesium", "mmol/dL", "Magnesium"),
+    ("Phosphate", "mg/dL", "Phosphate"),
+    ("Potassium", "mmol/L", "Potassium"),
+    ("Bilirubin_total", "mg/dL", "Total bilirubin"),
+    ("TroponinI", "ng/mL", "Troponin I"),
+    ("Hct", "%", "Hematocrit"),
+    ("Hgb", "g/dL", "Hemoglobin"),
+    ("PTT", "seconds", "Partial thromboplastin time"),
+    ("WBC", "10^3/uL", "Leukocyte count"),
+    ("Fibrinogen", "mg/dL", "Fibrinogen"),
+    ("Platelets", "10^3/uL", "Platelet count"),
+    ("Age", "years", "Age (100 for patients 90 or above)"),
+    ("Gender", "", "Female (0) or male (1)"),
+    ("Unit1", "", "Administrative identifier for ICU unit (MICU)"),
+    ("Unit2", "", "Administrative identifier for ICU unit (SICU)"),
+    ("HospAdmTime", "hours", "Hours between hospital admission and ICU admission"),
+    ("ICULOS", "hours", "ICU length of stay (hours since ICU admission)"),
+]
+FEATURES = [f[0] for f in PHYSIONET_FEATURES]
+OUTPUTS = [
+    {
+        "name": "aki_48h",
+        "horizon_hours": 48,
+        "description": "AKI onset (KDIGO creatinine criteria) within the next 48 h",
+    },
+    {
+        "name": "sepsis",
+        "horizon_hours": 6,
+        "description": "Sepsis (PhysioNet SepsisLabel: clinical onset within 6 h, or ongoing)",
+    },
+]
+
+
+@dataclass
+class EventTable:
+    """Events sorted by entity then time; arrays aligned row by row."""
+
+    entity: np.ndarray  # (N,) entity id per row
+    time: np.ndarray  # (N,) float64 hours since the entity's first event
+    x: np.ndarray  # (N, F) float32 raw values, NaN when absent
+    features: list[str]
+    sepsis: np.ndarray | None  # (N,) float32 SepsisLabel if present
+    starts: np.ndarray  # (E+1,) row offsets of each entity
+    fingerprint: str
+
+    def entities(self) -> np.ndarray:
+        return self.entity[self.starts[:-1]]
+
+    def dt(self) -> np.ndarray:
+        """(N,) hours since the entity's previous event, 0 for its first."""
+        d = np.diff(self.time, prepend=0.0)
+        d[self.starts[:-1]] = 0.0
+        return d.astype(np.float32)
+
+
+def load_events(
+    path: str | Path,
+    entity: str = "patient_id",
+    time: str = "hour",
+    features: list[str] | None = None,
+    label: str = "SepsisLabel",
+    entities: list[str] | None = None,
+) -> EventTable:
+    """Read a Parquet or CSV event table. `time` is numeric hours or a datetime column."""
+    path = Path(path)
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    features = features or FEATURES
+    if entities is not None:
+        df = df[df[entity].isin(set(entities))]
+    df = df.sort_values([entity, time], kind="stable").reset_index(drop=True)
+    t = df[time]
+    if np.issubdtype(t.dtype, np.datetime64):
+        t = (t - t.groupby(df[entity]).transform("min")).dt.total_seconds() / 3600.0
+    else:
+        t = t.astype(np.float64) - t.groupby(df[entity]).transform("min").astype(np.float64)
+    ent = df[entity].astype(str).to_numpy()
+    starts = np.flatnonzero(np.r_[True, ent[1:] != ent[:-1], True])
+    x = df[features].to_numpy(dtype=np.float32)
+    sepsis = df[label].to_numpy(np.float32) if label in df.columns else None
+    h = hashlib.sha256()
+    h.update(ent.astype("U").tobytes())
+    h.update(np.ascontiguousarray(x).tobytes())
+    if sepsis is not None:
+        h.update(sepsis.tobytes())
+    return EventTable(
+        ent, t.to_numpy(np.float64), x, list(features), sepsis, starts, "sha256:" + h.hexdigest()
+    )
+
+
+def aki_onsets(t: np.ndarray, creat: np.ndarray) -> np.ndarray:
+    """(T,) bool: KDIGO-style AKI onset at each event of one entity.
+
+    Onset at t when creatinine is measured at t and is >= 0.3 mg/dL above the lowest creatinine
+    measured in the 48 h before t, or >= 1.5 x the lowest measured in the 168 h before t.
+    Measured values only: nothing is filled.
+    """
+    onset = np.zeros(len(t), dtype=bool)
+    idx = np.flatnonzero(~np.isnan(creat))
+    for j, i in enumerate(idx):
+        prev = idx[:j]
+        prev = prev[t[prev] < t[i]]  # strictly before t
+        if len(prev) == 0:
+            continue
+        age = t[i] - t[prev]
+        c = creat[prev]
+        w48, w168 = c[age <= 48], c[age <= 168]
+        if (len(w48) and creat[i] - w48.min() >= 0.3 - 1e-6) or (
+            len(w168) and creat[i] >= 1.5 * w168.min() - 1e-6
+        ):
+            onset[i] = True
+    return onset
+
+
+def aki_labels(t: np.ndarray, creat: np.ndarray, horizon: float = 48.0):
+    """(label, keep) for one entity: label 1 when an onset falls in (t, t+horizon];
+    keep is True only for events strictly before the first onset."""
+    onset_t = t[aki_onsets(t, creat)]
+    label = np.zeros(len(t), dtype=np.float32)
+    keep = np.ones(len(t), dtype=bool)
+    if len(onset_t):
+        keep = t < onset_t[0]
+        for o in onset_t:
+            label[(t < o) & (t >= o - horizon)] = 1.0
+    return label, keep
+
+
+def make_labels(ev: EventTable, creatinine: str = "Creatinine", horizon: float = 48.0):
+    """(N,) AKI label, (N,) AKI keep mask, (N,) onset flag, for the whole table."""
+    ci = ev.features.index(creatinine)
+    label = np.zeros(len(ev.time), np.float32)
+    keep = np.zeros(len(ev.time), bool)
+    onset = np.zeros(len(ev.time), bool)
+    for a, b in zip(ev.starts[:-1], ev.starts[1:], strict=False):
+        t, c = ev.time[a:b], ev.x[a:b, ci].astype(np.float64)
+        label[a:b], keep[a:b] = aki_labels(t, c, horizon)
+        onset[a:b] = aki_onsets(t, c)
+    return label, keep, onset
+
+
+def split_entities(
+    entities: np.ndarray, seed: int = 0, fractions=(0.6, 0.15, 0.1, 0.15)
+) -> dict[str, np.ndarray]:
+    """Patient-level split train/val/calib/test with a fixed seed (order-independent)."""
+    ents = np.sort(np.unique(entities))
+    perm = np.random.default_rng(seed).permutation(len(ents))
+    cuts = np.cumsum([round(f * len(ents)) for f in fractions[:-1]])
+    parts = np.split(ents[perm], cuts)
+    return dict(zip(["train", "val", "calib", "test"], parts, strict=False))

@@ -1,0 +1,98 @@
+"""Feature memory exactness, step/sequence parity, ONNX export parity, no look-ahead in outputs."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from models.riskstream_models.data import FEATURES  # noqa: E402
+from models.riskstream_models.export import export_onnx, onnx_rollout  # noqa: E402
+from models.riskstream_models.model import ModelConfig, RiskModel  # noqa: E402
+
+CI = FEATURES.index("Creatinine")
+
+
+def random_sequence(T=120, B=3, seed=0, hourly=False):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(1.0, 0.5, (T, B, len(FEATURES))).astype(np.float32)
+    x[rng.random(x.shape) < 0.7] = np.nan
+    dt = np.ones((T, B, 1)) if hourly else rng.choice([0.0, 0.3, 0.5, 1.0, 2.5, 7.0], (T, B, 1))
+    dt[0] = 0
+    return torch.tensor(x), torch.tensor(dt, dtype=torch.float32)
+
+
+def model(cell="lstm", memory=True, seed=0):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(
+        features=FEATURES,
+        cell=cell,
+        layers=2,
+        hidden=8,
+        head_hidden=8,
+        memory=memory,
+        key_labs=["Creatinine", "BUN"],
+        ring_hours=168,
+    )
+    return RiskModel(cfg).eval()
+
+
+def test_ring_buffer_extrema_exact_for_any_dt():
+    m = model()
+    x, dt = random_sequence()
+    clock = torch.cumsum(dt, 0)[:, :, 0].numpy().astype(np.float64)  # (T, B)
+    state = torch.zeros(x.shape[1], m.cfg.memory_size)
+    for t in range(x.shape[0]):
+        state = m.memory.update(x[t], dt[t], state)
+        _, _, _, _, _, _, first, bmin, bmax, bobs = m.memory.unpack(state)
+        for W in (48, 168):
+            lo, hi, has = m.memory.window(bmin, bmax, bobs, W)
+            for b in range(x.shape[1]):
+                c = x[: t + 1, b, CI].numpy()
+                hours = np.floor(clock[: t + 1, b])
+                sel = ~np.isnan(c) & (hours >= np.floor(clock[t, b]) - W)
+                assert bool(has[b, 0]) == sel.any()
+                if sel.any():
+                    assert lo[b, 0] == c[sel].min() and hi[b, 0] == c[sel].max()
+        for b in range(x.shape[1]):
+            seen = x[: t + 1, b, CI].numpy()
+            seen = seen[~np.isnan(seen)]
+            assert first[b, 0] == (seen[0] if len(seen) else 0)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "sru"])
+@pytest.mark.parametrize("memory", [True, False])
+def test_step_equals_forward(cell, memory):
+    m = model(cell, memory)
+    x, dt = random_sequence(T=40)
+    with torch.no_grad():
+        ref = m(x, dt)
+        states, out = m.zero_states(x.shape[1]), []
+        for t in range(x.shape[0]):
+            r, states = m.step(x[t], dt[t], states)
+            out.append(r)
+    assert torch.stack(out).sub(ref).abs().max() <= 1e-5
+
+
+def test_no_look_ahead():
+    m = model()
+    x, dt = random_sequence(T=60, hourly=True)
+    x2 = x.clone()
+    x2[30:] = torch.randn_like(x2[30:]) * 5
+    with torch.no_grad():
+        a, b = m(x, dt), m(x2, dt)
+    assert torch.equal(a[:30], b[:30])
+    assert not torch.equal(a[30:], b[30:])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "sru"])
+def test_onnx_export_parity(tmp_path, cell):
+    import onnxruntime as ort
+
+    m = model(cell)
+    export_onnx(m, tmp_path / "model.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    x, dt = random_sequence(T=50, B=4)
+    got = onnx_rollout(sess, m.cfg.state_names(), m.cfg.state_shapes(), x.numpy(), dt.numpy())
+    with torch.no_grad():
+        ref = m(x, dt).numpy()
+    assert np.abs(got - ref).max() <= 1e-5
