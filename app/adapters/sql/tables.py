@@ -1,0 +1,62 @@
+"""The schema. Migrations in ``migrations/versions`` must build exactly this."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "pk": "pk_%(table_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    }
+)
+
+scores = Table(
+    "scores",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("score_id", String(32), nullable=False, unique=True),
+    Column("entity_id", String(256), nullable=False),
+    Column("event_id", String(256), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("event_time", DateTime(timezone=True), nullable=False),
+    Column("scored_at", DateTime(timezone=True), nullable=False),
+    Column(
+        "logged_at",
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=text("CURRENT_TIMESTAMP"),
+    ),
+    Column("model_name", String, nullable=False),
+    Column("model_version", String, nullable=False),
+    Column("risk", JSON, nullable=False),
+    Index(None, "entity_id", "step"),
+    Index(None, "entity_id", "event_time"),
+    Index(None, "entity_id", "event_id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("score_id", String(32), primary_key=True),
+    Column("entity_id", String(256), nullable=False),
+    Column("event_id", String(256), nullable=False),
+    Column("event_time", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("values", JSON, nullable=False),
+    Index(None, "entity_id", "event_time"),
+)
