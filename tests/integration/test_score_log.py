@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
+import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -157,6 +160,18 @@ async def test_history_returns_the_scores_as_given(score_log: SqlScoreLog) -> No
     assert all(type(p) is float for p in score.risk.values())
 
 
+async def test_a_nan_probability_comes_back_as_nan(score_log: SqlScoreLog) -> None:
+    entity_id = entity()
+    record = logged(entity_id, 1)
+    broken = replace(record.score, risk={"aki_24h": math.nan, "aki_48h": 0.5})
+    await score_log.append([replace(record, score=broken)])
+
+    found = await score_log.find(entity_id, record.score.event_id)
+    assert found is not None
+    assert math.isnan(found.risk["aki_24h"])
+    assert found.risk["aki_48h"] == 0.5
+
+
 async def test_find_gives_the_latest_score_of_an_event(score_log: SqlScoreLog) -> None:
     entity_id = entity()
     first = logged(entity_id, 1, event_id="e-1", scored_at=T0 + 1)
@@ -225,10 +240,15 @@ def test_migrations_go_down_and_up(blank_database_url: str) -> None:
 
 
 def test_two_processes_may_migrate_at_once(blank_database_url: str) -> None:
-    script = "import sys; from app.adapters.sql.database import migrate; migrate(sys.argv[1])"
+    # They import first and then start together, so the upgrades really overlap.
+    script = (
+        "import sys, time; from app.adapters.sql.database import migrate; "
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); migrate(sys.argv[1])"
+    )
+    start = str(time.time() + 5)
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", script, blank_database_url],
+            [sys.executable, "-c", script, blank_database_url, start],
             cwd=PROJECT_ROOT,
             stderr=subprocess.PIPE,
             text=True,

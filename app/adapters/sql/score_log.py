@@ -5,6 +5,7 @@ All SQL of the service lives here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -71,30 +72,30 @@ _SCORE_FIELDS = (
 _EVENT_FIELDS = ("score_id", "entity_id", "event_id", "event_time", "received_at", "values")
 
 
-def _score_row(score: Score) -> tuple[Any, ...]:
-    return (
-        score.score_id,
-        score.entity_id,
-        score.event_id,
-        score.step,
-        to_datetime(score.event_time),
-        to_datetime(score.scored_at),
-        score.model_name,
-        score.model_version,
-        {name: float(p) for name, p in score.risk.items()},
-    )
+def _score_row(score: Score) -> dict[str, Any]:
+    return {
+        "score_id": score.score_id,
+        "entity_id": score.entity_id,
+        "event_id": score.event_id,
+        "step": score.step,
+        "event_time": to_datetime(score.event_time),
+        "scored_at": to_datetime(score.scored_at),
+        "model_name": score.model_name,
+        "model_version": score.model_version,
+        "risk": {name: float(p) for name, p in score.risk.items()},
+    }
 
 
-def _event_row(record: LoggedScore) -> tuple[Any, ...]:
+def _event_row(record: LoggedScore) -> dict[str, Any]:
     score = record.score
-    return (
-        score.score_id,
-        score.entity_id,
-        score.event_id,
-        to_datetime(score.event_time),
-        to_datetime(score.scored_at),  # received in the request that scored it
-        {k: None if v is None else float(v) for k, v in record.values.items()},
-    )
+    return {
+        "score_id": score.score_id,
+        "entity_id": score.entity_id,
+        "event_id": score.event_id,
+        "event_time": to_datetime(score.event_time),
+        "received_at": to_datetime(score.scored_at),  # received in the request that scored it
+        "values": {k: None if v is None else float(v) for k, v in record.values.items()},
+    }
 
 
 def _recordset_insert(table: Table, fields: Sequence[str]) -> ReturningInsert[str]:
@@ -123,7 +124,6 @@ class _InsertNew:
     """Many rows in one INSERT that skips the score_ids already present and returns the others."""
 
     def __init__(self, dialect: str, table: Table, fields: Sequence[str]) -> None:
-        self._fields = fields
         self._as_json = dialect == "postgresql"
         if self._as_json:
             self._statement = _recordset_insert(table, fields)
@@ -139,10 +139,9 @@ class _InsertNew:
         else:
             raise ValueError(f"unsupported database dialect {dialect!r}")
 
-    async def __call__(self, connection: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> int:
-        dicts = [dict(zip(self._fields, row, strict=True)) for row in rows]
+    async def __call__(self, connection: AsyncConnection, rows: list[dict[str, Any]]) -> int:
         parameters: dict[str, str] | list[dict[str, Any]] = (
-            {"rows": orjson.dumps(dicts).decode()} if self._as_json else dicts
+            {"rows": orjson.dumps(rows).decode()} if self._as_json else rows
         )
         return len((await connection.execute(self._statement, parameters)).all())
 
@@ -157,7 +156,8 @@ def _score(row: _Row) -> Score:
         scored_at=to_seconds(row.scored_at),
         model_name=row.model_name,
         model_version=row.model_version,
-        risk={name: float(p) for name, p in row.risk.items()},
+        # JSON has no NaN: the serializer wrote a NaN probability as null.
+        risk={name: math.nan if p is None else float(p) for name, p in row.risk.items()},
     )
 
 
@@ -172,6 +172,8 @@ class SqlScoreLog:
         self._insert_events = _InsertNew(dialect, events, _EVENT_FIELDS)
 
     async def append(self, records: Sequence[LoggedScore]) -> int:
+        if not records:
+            return 0
         # A fixed key order keeps concurrent drainers from deadlocking on each other's rows.
         ordered = sorted(records, key=lambda record: record.score.score_id)
         new = 0
