@@ -360,7 +360,10 @@ class RiskModel(nn.Module):
         return logits, [torch.stack(new[k]) for k in new]  # each (L, B, H)
 
     def calibrate(self, z):
-        """Logits (..., K) -> calibrated probabilities (..., K)."""
+        """Logits (..., K) -> calibrated probabilities (..., K).
+
+        Isotonic is mixed 1000:1 with the sigmoid so ties in its flat steps do not change the
+        ranking (AUROC/AUPRC are those of the logits)."""
         if self.cfg.calibration == "platt":
             return torch.sigmoid(self.platt[:, 0] * z + self.platt[:, 1])
         if self.cfg.calibration != "isotonic":
@@ -371,7 +374,8 @@ class RiskModel(nn.Module):
             width > 0, (yk[:, 1:] - yk[:, :-1]) / width.clamp(min=1e-12), torch.zeros_like(width)
         )
         seg = torch.minimum(F.relu(z[..., None] - xk[:, :-1]), width)  # (..., K, N-1)
-        return yk[:, 0] + (seg * slope).sum(-1)
+        iso = yk[:, 0] + (seg * slope).sum(-1)
+        return (1 - 1e-3) * iso + 1e-3 * torch.sigmoid(z)  # strictly increasing: ranking kept
 
     # ---- the two entry points ------------------------------------------------------------------
     def step(self, x, dt, states):

@@ -1,0 +1,321 @@
+"""Train a RiskModel on an event table, calibrate it, export it.
+
+    python -m models.riskstream_models.train --config models/configs/aki-lstm.json
+    python -m models.riskstream_models.train --config models/configs/aki-lstm.json \
+        --set model.memory=false --out runs/no-memory        # an ablation row, not exported
+
+Steps: load the events and labels, split patients (train/val/calib/test, fixed seed), fit the
+in-graph normalisation on train, compute the derived features once (the memory has no weights),
+train with truncated BPTT and early stopping on validation AKI AUPRC, fit isotonic calibration on
+the calib split, then (if `export` is set) export one ONNX step and evaluate it on the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.isotonic import IsotonicRegression
+from sklearn.metrics import average_precision_score, roc_auc_score
+from tqdm import tqdm
+
+from .data import FEATURES, load_events, make_labels, split_entities
+from .dataset import derived_features, fit_normalisation, length_batches
+from .export import SAMPLE
+from .model import ModelConfig, RiskModel, n_params
+
+DEFAULTS = {
+    "data": {
+        "path": "/work/shared/data/physionet2019/setA.parquet",
+        "entity": "patient_id",
+        "time": "hour",
+        "name": "PhysioNet/CinC 2019 training set A",
+        "split_seed": 0,
+        "subsample": 1.0,
+    },
+    "model": {},
+    "train": {
+        "seed": 0,
+        "epochs": 30,
+        "patience": 4,
+        "batch": 64,
+        "tbptt": 96,
+        "lr": 2e-3,
+        "weight_decay": 1e-4,
+        "aki_pos_weight": 4.0,
+        "sepsis_weight": 0.5,
+        "clip": 1.0,
+    },
+    "out": "runs/aki-lstm",
+    "export": None,  # {"dir": "models/aki-lstm/1.0.0", "name": "aki-lstm", "version": "1.0.0"}
+}
+
+
+def load_config(path: str | None, overrides: list[str]) -> dict:
+    cfg = json.loads(json.dumps(DEFAULTS))
+    if path:
+        for k, v in json.loads(Path(path).read_text()).items():
+            cfg[k] = {**cfg[k], **v} if isinstance(cfg.get(k), dict) else v
+    for o in overrides:  # section.key=json-value
+        key, val = o.split("=", 1)
+        sec, _, name = key.partition(".")
+        with contextlib.suppress(json.JSONDecodeError):
+            val = json.loads(val)
+        if name:
+            cfg[sec][name] = val
+        else:
+            cfg[sec] = val
+    return cfg
+
+
+class Prepared:
+    """Events, labels, splits and cached derived features for one data set + memory config."""
+
+    def __init__(self, cfg: dict, model: RiskModel):
+        d = cfg["data"]
+        self.ev = load_events(d["path"], d["entity"], d["time"], model.cfg.features)
+        self.aki, self.keep, self.onset = make_labels(self.ev)
+        self.sepsis = self.ev.sepsis if self.ev.sepsis is not None else np.zeros_like(self.aki)
+        ents = self.ev.entities()
+        parts = split_entities(ents, d["split_seed"])
+        self.split = {k: np.flatnonzero(np.isin(ents, v)) for k, v in parts.items()}
+        if d["subsample"] < 1.0:  # a reduced training budget for comparison rows
+            rng = np.random.default_rng(d["split_seed"])
+            tr = self.split["train"]
+            self.split["train"] = np.sort(rng.choice(tr, int(len(tr) * d["subsample"]), False))
+        fit_normalisation(model, self.ev, self.split["train"])
+        self.d = self.cached_features(model)
+
+    def cached_features(self, model: RiskModel) -> np.ndarray:
+        mem = model.memory
+        key = hashlib.sha256(self.ev.fingerprint.encode())
+        key.update(json.dumps(model.cfg.to_dict(), sort_keys=True).encode())
+        for b in (mem.x_mean, mem.x_std, mem.d_mean, mem.d_std):
+            key.update(b.numpy().tobytes())
+        path = Path("runs/cache") / f"derived-{key.hexdigest()[:16]}.npy"
+        if path.exists():
+            return np.load(path)
+        t0 = time.time()
+        d = derived_features(model, self.ev, np.arange(len(self.ev.starts) - 1))
+        print(f"derived features {d.shape} in {time.time() - t0:.0f} s")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, d)
+        return d
+
+    def batch(self, idx: np.ndarray):
+        """Entities idx -> d (T, B, D), aki, keep, sepsis, valid (T, B)."""
+        a, n = self.ev.starts[idx], np.diff(self.ev.starts)[idx]
+        T = int(n.max())
+        steps = np.arange(T)[:, None]
+        valid = steps < n[None, :]  # (T, B)
+        rows = np.where(valid, a[None, :] + steps, 0)
+        t = lambda v: torch.from_numpy(np.where(valid, v[rows], 0).astype(np.float32))  # noqa: E731
+        d = torch.from_numpy(self.d[rows] * valid[..., None])
+        return (
+            d,
+            t(self.aki),
+            t(self.keep),
+            t(self.sepsis),
+            torch.from_numpy(valid.astype(np.float32)),
+        )
+
+
+def bce(logit, y, mask, pos_weight=1.0):
+    w = mask * (1 + (pos_weight - 1) * y)
+    return (F.binary_cross_entropy_with_logits(logit, y, reduction="none") * w).sum()
+
+
+def train_epoch(model, prep, opt, tc, rng):
+    model.train()
+    batches = length_batches(prep.ev, prep.split["train"], tc["batch"], rng)
+    bar = tqdm(batches, desc="train", leave=False, mininterval=2)
+    run = 0.0
+    for i, idx in enumerate(bar):
+        d, aki, keep, sep, valid = prep.batch(idx)
+        states = model.zero_states(d.shape[1])[: len(model.cfg.state_names()) - model.cfg.memory]
+        for s in range(0, d.shape[0], tc["tbptt"]):  # truncated back-propagation through time
+            sl = slice(s, s + tc["tbptt"])
+            logits, states = model.network(d[sl], states, seq=True)
+            states = [st.detach() for st in states]
+            loss = bce(logits[..., 0], aki[sl], keep[sl], tc["aki_pos_weight"])
+            loss = loss + tc["sepsis_weight"] * bce(logits[..., 1], sep[sl], valid[sl])
+            loss = loss / valid.sum()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc["clip"])
+            opt.step()
+            run = 0.98 * run + 0.02 * loss.item() if i or s else loss.item()
+        bar.set_postfix(loss=f"{run:.4f}")
+    return run
+
+
+@torch.no_grad()
+def logits_for(model, prep, idx, batch=512) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (rows, K) for entities idx, and the row ids they belong to."""
+    model.eval()
+    out, rows = [], []
+    for b in length_batches(prep.ev, idx, batch):
+        d, *_, valid = prep.batch(b)
+        z, _ = model.network(
+            d,
+            model.zero_states(len(b))[: len(model.cfg.state_names()) - model.cfg.memory],
+            seq=True,
+        )
+        out.append(z.transpose(0, 1)[valid.T.bool()].numpy())
+        rows.append(
+            np.concatenate([np.arange(prep.ev.starts[i], prep.ev.starts[i + 1]) for i in b])
+        )
+    return np.concatenate(out), np.concatenate(rows)
+
+
+def quick_metrics(model, prep, split) -> dict:
+    z, rows = logits_for(model, prep, prep.split[split])
+    keep = prep.keep[rows]
+    y, s = prep.aki[rows][keep], prep.sepsis[rows]
+    return {
+        "aki_auprc": average_precision_score(y, z[keep, 0]),
+        "aki_auroc": roc_auc_score(y, z[keep, 0]),
+        "sepsis_auroc": roc_auc_score(s, z[:, 1]) if s.any() else float("nan"),
+    }
+
+
+def calibrate(model, prep, knots: int) -> None:
+    """Fit isotonic regression of the label on the logit (calib split), store it in the graph."""
+    z, rows = logits_for(model, prep, prep.split["calib"])
+    keep = prep.keep[rows]
+    for k, (zz, y) in enumerate([(z[keep, 0], prep.aki[rows][keep]), (z[:, 1], prep.sepsis[rows])]):
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(zz, y)
+        xs, ys = iso.X_thresholds_, iso.y_thresholds_
+        if len(xs) > knots:  # keep the ends, thin the middle
+            sel = np.unique(np.linspace(0, len(xs) - 1, knots).round().astype(int))
+            xs, ys = xs[sel], ys[sel]
+        pad = knots - len(xs)
+        model.calib_x[k] = torch.tensor(np.r_[xs, np.full(pad, xs[-1])], dtype=torch.float32)
+        model.calib_y[k] = torch.tensor(np.r_[ys, np.full(pad, ys[-1])], dtype=torch.float32)
+    model.cfg.calibration = "isotonic"
+
+
+def run(cfg: dict) -> dict:
+    torch.set_num_threads(2)
+    tc = cfg["train"]
+    torch.manual_seed(tc["seed"])
+    rng = np.random.default_rng(tc["seed"])
+    model = RiskModel(ModelConfig(features=FEATURES, **cfg["model"]))
+    t0 = time.time()
+    prep = Prepared(cfg, model)
+    print(
+        f"prepared in {time.time() - t0:.0f} s; {n_params(model):,} parameters; "
+        f"splits " + ", ".join(f"{k} {len(v)}" for k, v in prep.split.items())
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
+    best, best_state, bad, history = -1.0, None, 0, []
+    t_train = time.time()
+    for epoch in range(tc["epochs"]):
+        te = time.time()
+        loss = train_epoch(model, prep, opt, tc, rng)
+        m = quick_metrics(model, prep, "val")
+        history.append({"epoch": epoch + 1, "loss": loss, **m, "seconds": time.time() - te})
+        flag = "*" if m["aki_auprc"] > best else ""
+        print(
+            f"epoch {epoch + 1:2d} loss {loss:.4f} val AKI AUPRC {m['aki_auprc']:.4f} "
+            f"AUROC {m['aki_auroc']:.4f} sepsis AUROC {m['sepsis_auroc']:.4f} "
+            f"({time.time() - te:.0f} s) {flag}",
+            flush=True,
+        )
+        if m["aki_auprc"] > best:
+            best, bad = m["aki_auprc"], 0
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= tc["patience"]:
+                break
+    model.load_state_dict(best_state)
+    train_seconds = time.time() - t_train
+    calibrate(model, prep, model.cfg.calib_knots)
+    result = {
+        "config": cfg,
+        "params": n_params(model),
+        "train_seconds": train_seconds,
+        "history": history,
+        "val": quick_metrics(model, prep, "val"),
+        "test": quick_metrics(model, prep, "test"),
+    }
+    out = Path(cfg["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "model_config": model.cfg.to_dict(),
+            "state_dict": model.state_dict(),
+            "cfg": cfg,
+            "training_data": training_data(cfg, prep),
+        },
+        out / "model.pt",
+    )
+    (out / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=2) + "\n")
+    print("test (torch, uncalibrated logits ranking):", json.dumps(result["test"]))
+    if cfg["export"]:
+        e = cfg["export"]
+        result["evaluation"] = export_checkpoint(
+            out / "model.pt", e["dir"], e["name"], e["version"]
+        )
+    (out / "result.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    return result
+
+
+def training_data(cfg: dict, prep: Prepared) -> dict:
+    d = cfg["data"]
+    return {
+        "name": d["name"],
+        "fingerprint": prep.ev.fingerprint,
+        "rows": len(prep.ev.time),
+        "entities": len(prep.ev.starts) - 1,
+        "split": {
+            "seed": d["split_seed"],
+            "fractions": {"train": 0.6, "val": 0.15, "calib": 0.1, "test": 0.15},
+        },
+        "train_entities": len(prep.split["train"]),
+    }
+
+
+def load_checkpoint(path) -> tuple[RiskModel, dict]:
+    ck = torch.load(path, weights_only=False)
+    model = RiskModel(ModelConfig(**ck["model_config"]))
+    model.load_state_dict(ck["state_dict"])
+    return model.eval(), ck
+
+
+def export_checkpoint(path, out, name, version) -> dict:
+    """Export a checkpoint, evaluate the ONNX step on the test split, write it into the manifest."""
+    from .evaluate import evaluate
+    from .export import export
+
+    model, ck = load_checkpoint(path)
+    d = ck["cfg"]["data"]
+    export(model, out, name, version, ck["training_data"], {}, load_events(SAMPLE))
+    res = evaluate(out, d["path"], split="test", seed=d["split_seed"])
+    man_path = Path(out) / "manifest.json"
+    man = json.loads(man_path.read_text())
+    man["evaluation"] = {"split": f"test (seed {d['split_seed']})", **res}
+    man_path.write_text(json.dumps(man, indent=2) + "\n")
+    return res
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--config", help="JSON with sections data, model, train, out, export")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    args = ap.parse_args(argv)
+    run(load_config(args.config, args.set))
+
+
+if __name__ == "__main__":
+    main()
