@@ -258,6 +258,25 @@ class SRU(nn.Module):
         return torch.stack(out), c
 
 
+def calibrate(z, kind: str, xk, yk, platt):
+    """Logits z (..., K) -> probabilities (..., K), per output k.
+
+    isotonic: piecewise-linear interpolation through knots (xk[k], yk[k]) (K, N), constant outside;
+    mixed 1000:1 with the sigmoid so it is strictly increasing (ranking, AUROC, AUPRC kept).
+    platt: sigmoid(a z + b) with platt (K, 2). none: sigmoid(z).
+    """
+    if kind == "platt":
+        return torch.sigmoid(platt[:, 0] * z + platt[:, 1])
+    if kind != "isotonic":
+        return torch.sigmoid(z)
+    width = xk[:, 1:] - xk[:, :-1]  # (K, N-1)
+    rise = yk[:, 1:] - yk[:, :-1]
+    slope = torch.where(width > 0, rise / width.clamp(min=1e-12), torch.zeros_like(width))
+    seg = torch.minimum(F.relu(z[..., None] - xk[:, :-1]), width)  # (..., K, N-1)
+    iso = yk[:, 0] + (seg * slope).sum(-1)
+    return (1 - 1e-3) * iso + 1e-3 * torch.sigmoid(z)
+
+
 def lstm_step(rnn: nn.LSTM, x, h, c):
     """The nn.LSTM equations for one step. x (B, H), h, c (B, H)."""
     g = F.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0) + F.linear(
@@ -360,26 +379,17 @@ class RiskModel(nn.Module):
         return logits, [torch.stack(new[k]) for k in new]  # each (L, B, H)
 
     def calibrate(self, z):
-        """Logits (..., K) -> calibrated probabilities (..., K).
-
-        Isotonic is mixed 1000:1 with the sigmoid so ties in its flat steps do not change the
-        ranking (AUROC/AUPRC are those of the logits)."""
-        if self.cfg.calibration == "platt":
-            return torch.sigmoid(self.platt[:, 0] * z + self.platt[:, 1])
-        if self.cfg.calibration != "isotonic":
-            return torch.sigmoid(z)
-        xk, yk = self.calib_x, self.calib_y  # (K, N) sorted knots
-        width = xk[:, 1:] - xk[:, :-1]  # (K, N-1)
-        slope = torch.where(
-            width > 0, (yk[:, 1:] - yk[:, :-1]) / width.clamp(min=1e-12), torch.zeros_like(width)
-        )
-        seg = torch.minimum(F.relu(z[..., None] - xk[:, :-1]), width)  # (..., K, N-1)
-        iso = yk[:, 0] + (seg * slope).sum(-1)
-        return (1 - 1e-3) * iso + 1e-3 * torch.sigmoid(z)  # strictly increasing: ranking kept
+        """Logits (..., K) -> calibrated probabilities (..., K)."""
+        return calibrate(z, self.cfg.calibration, self.calib_x, self.calib_y, self.platt)
 
     # ---- the two entry points ------------------------------------------------------------------
     def step(self, x, dt, states):
         """One event. x (B, F), dt (B, 1), states list of (L, B, H) -> risk (B, K), next states."""
+        logits, _, nxt = self.step_logits(x, dt, states)
+        return self.calibrate(logits), nxt
+
+    def step_logits(self, x, dt, states):
+        """One event, uncalibrated -> logits (B, K), derived features d (B, D), next states."""
         s, m = self._split_states(states)
         rec = [v for k, v in s.items() if k != "m"]
         new_m = []
@@ -388,7 +398,7 @@ class RiskModel(nn.Module):
             new_m = [m[None]]  # (1, B, M)
         d = self.memory.derived(x, dt, m)  # (B, D)
         logits, rec = self.network(d, rec, seq=False)
-        return self.calibrate(logits), rec + new_m
+        return logits, d, rec + new_m
 
     def forward(self, x, dt):
         """Whole sequences from a fresh start. x (T, B, F), dt (T, B, 1) -> risk (T, B, K)."""

@@ -96,7 +96,8 @@ class Prepared:
     def cached_features(self, model: RiskModel) -> np.ndarray:
         mem = model.memory
         key = hashlib.sha256(self.ev.fingerprint.encode())
-        key.update(json.dumps(model.cfg.to_dict(), sort_keys=True).encode())
+        mcfg = {k: v for k, v in model.cfg.to_dict().items() if not k.startswith("calib")}
+        key.update(json.dumps(mcfg, sort_keys=True).encode())
         for b in (mem.x_mean, mem.x_std, mem.d_mean, mem.d_std):
             key.update(b.numpy().tobytes())
         path = Path("runs/cache") / f"derived-{key.hexdigest()[:16]}.npy"
@@ -186,19 +187,30 @@ def quick_metrics(model, prep, split) -> dict:
     }
 
 
+def isotonic_knots(z: np.ndarray, y: np.ndarray, knots: int, min_gap: float = 0.02):
+    """Isotonic regression of y on the logit z, as `knots` piecewise-linear knots (xs, ys).
+
+    Knots sit at quantiles of z at least `min_gap` apart, so the slope stays bounded and float
+    noise in z is not amplified; padded by repeating the last knot."""
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(z, y)
+    xs = [float(np.min(z))]
+    for q in np.quantile(z, np.linspace(0, 1, knots)):
+        if q - xs[-1] >= min_gap:
+            xs.append(float(q))
+    xs = np.array(xs[:knots])
+    ys = iso.predict(xs)
+    pad = knots - len(xs)
+    return np.r_[xs, np.full(pad, xs[-1])], np.r_[ys, np.full(pad, ys[-1])]
+
+
 def calibrate(model, prep, knots: int) -> None:
-    """Fit isotonic regression of the label on the logit (calib split), store it in the graph."""
+    """Fit isotonic calibration of every output on the calib split and store it in the graph."""
     z, rows = logits_for(model, prep, prep.split["calib"])
     keep = prep.keep[rows]
     for k, (zz, y) in enumerate([(z[keep, 0], prep.aki[rows][keep]), (z[:, 1], prep.sepsis[rows])]):
-        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(zz, y)
-        xs, ys = iso.X_thresholds_, iso.y_thresholds_
-        if len(xs) > knots:  # keep the ends, thin the middle
-            sel = np.unique(np.linspace(0, len(xs) - 1, knots).round().astype(int))
-            xs, ys = xs[sel], ys[sel]
-        pad = knots - len(xs)
-        model.calib_x[k] = torch.tensor(np.r_[xs, np.full(pad, xs[-1])], dtype=torch.float32)
-        model.calib_y[k] = torch.tensor(np.r_[ys, np.full(pad, ys[-1])], dtype=torch.float32)
+        xs, ys = isotonic_knots(zz, y, knots)
+        model.calib_x[k] = torch.tensor(xs, dtype=torch.float32)
+        model.calib_y[k] = torch.tensor(ys, dtype=torch.float32)
     model.cfg.calibration = "isotonic"
 
 
@@ -215,6 +227,7 @@ def run(cfg: dict) -> dict:
         f"splits " + ", ".join(f"{k} {len(v)}" for k, v in prep.split.items())
     )
     opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, "max", factor=0.5, patience=1)
     best, best_state, bad, history = -1.0, None, 0, []
     t_train = time.time()
     for epoch in range(tc["epochs"]):
@@ -222,6 +235,7 @@ def run(cfg: dict) -> dict:
         loss = train_epoch(model, prep, opt, tc, rng)
         m = quick_metrics(model, prep, "val")
         history.append({"epoch": epoch + 1, "loss": loss, **m, "seconds": time.time() - te})
+        sched.step(m["aki_auprc"])
         flag = "*" if m["aki_auprc"] > best else ""
         print(
             f"epoch {epoch + 1:2d} loss {loss:.4f} val AKI AUPRC {m['aki_auprc']:.4f} "

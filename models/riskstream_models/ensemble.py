@@ -1,0 +1,236 @@
+"""Trees over the feature memory inside the same ONNX step, blended with the recurrent heads.
+
+    python -m models.riskstream_models.ensemble --checkpoint runs/aki-lstm/model.pt \
+        --out models/aki-lstm-gbm/1.0.0 --name aki-lstm-gbm --version 1.0.0
+
+One LightGBM per output is trained on the model's derived features d (the memory-derived
+features the recurrent layers see, computed by the same graph). The exported step is
+
+    (x, dt, h, c, m) -> RiskModel step -> logits z [B, K], d [B, D], h_next, c_next, m_next
+                     d -> LightGBM (ONNX-ML TreeEnsembleClassifier, via onnxmltools) -> q [B, K]
+    z, q -> w * z + (1 - w) * logit(q) -> isotonic calibration (calib split) -> risk [B, K]
+
+with the blend weight w per output chosen on the validation split. Same inputs, outputs and states
+as the recurrent model, so the service loads it like any other artifact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+import torch.nn as nn
+from onnx import compose
+from onnxmltools import convert_lightgbm
+from onnxmltools.convert.common.data_types import FloatTensorType
+from sklearn.metrics import average_precision_score
+
+from .baselines import fit_lgb
+from .data import load_events
+from .evaluate import evaluate
+from .export import OPSET, SAMPLE, manifest, onnx_rollout
+from .model import RiskModel, calibrate
+from .train import Prepared, isotonic_knots, load_checkpoint, logits_for
+
+
+class StepParts(nn.Module):
+    """(x, dt, *states) -> (z, d, *next_states): the recurrent step before calibration."""
+
+    def __init__(self, model: RiskModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, dt, *states):
+        z, d, nxt = self.model.step_logits(x, dt, list(states))
+        return (z, d, *nxt)
+
+
+class Blend(nn.Module):
+    """(z [B, K] logits, q_k [B, 2] tree probabilities per output) -> calibrated risk [B, K]."""
+
+    def __init__(self, w: np.ndarray, xk: np.ndarray, yk: np.ndarray):
+        super().__init__()
+        self.register_buffer("w", torch.tensor(w, dtype=torch.float32))  # (K,)
+        self.register_buffer("xk", torch.tensor(xk, dtype=torch.float32))  # (K, N)
+        self.register_buffer("yk", torch.tensor(yk, dtype=torch.float32))
+
+    def blend(self, z, q):  # z, q (B, K)
+        q = q.clamp(1e-6, 1 - 1e-6)
+        return self.w * z + (1 - self.w) * torch.log(q / (1 - q))
+
+    def forward(self, z, *q):
+        zb = self.blend(z, torch.stack([p[:, 1] for p in q], dim=1))
+        return calibrate(zb, "isotonic", self.xk, self.yk, None)
+
+
+def to_onnx(module: nn.Module, args, inputs, outputs, dynamic) -> onnx.ModelProto:
+    path = Path("runs/tmp-ensemble.onnx")
+    path.parent.mkdir(exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(
+            module.eval(),
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return onnx.load(str(path))
+
+
+def build_graph(model: RiskModel, trees: list, blend: Blend) -> onnx.ModelProto:
+    cfg = model.cfg
+    names, K, D = cfg.state_names(), len(cfg.outputs), cfg.derived_size
+    nxt = [f"{n}_next" for n in names]
+    B = 2
+    states = model.zero_states(B)
+    dyn = {n: {0: "batch"} for n in ("x", "dt", "z", "d")}
+    dyn.update({n: {1: "batch"} for n in names + nxt})
+    g = to_onnx(
+        StepParts(model),
+        (torch.zeros(B, len(cfg.features)), torch.ones(B, 1), *states),
+        ["x", "dt", *names],
+        ["z", "d", *nxt],
+        dyn,
+    )
+    qs = [f"t{k}_probabilities" for k in range(K)]
+    for k, booster in enumerate(trees):
+        t = convert_lightgbm(
+            booster,
+            initial_types=[("d", FloatTensorType([None, D]))],
+            zipmap=False,
+            target_opset={"": OPSET, "ai.onnx.ml": 3},
+        )
+        t.ir_version = g.ir_version
+        keep = ["z", "d", *nxt, *qs[:k]]
+        g = compose.merge_models(
+            g, t, io_map=[("d", "d")], prefix2=f"t{k}_", outputs=[*keep, qs[k]]
+        )
+    b = to_onnx(
+        blend,
+        (torch.zeros(B, K), *[torch.full((B, 2), 0.5)] * K),
+        ["z", *qs],
+        ["risk"],
+        {n: {0: "batch"} for n in ["z", *qs, "risk"]},
+    )
+    b = compose.add_prefix(b, "blend_")
+    b.ir_version = g.ir_version
+    g = compose.merge_models(
+        g,
+        b,
+        io_map=[("z", "blend_z"), *[(q, f"blend_{q}") for q in qs]],
+        outputs=["blend_risk", *nxt],
+    )
+    for node in g.graph.node:  # blend_risk -> risk
+        node.output[:] = ["risk" if o == "blend_risk" else o for o in node.output]
+    g.graph.output[0].name = "risk"
+    onnx.checker.check_model(g)
+    return g
+
+
+@torch.no_grad()
+def parity(model, trees, blend, path: Path, ev, n: int = 16) -> float:
+    """ONNX step rollout vs torch full sequence + LightGBM (native) on its derived features."""
+    from .dataset import length_batches, padded
+
+    idx = length_batches(ev, np.arange(len(ev.starts) - 1), n)[-1]
+    x, dt, valid = padded(ev, idx)
+    d, _ = model.memory.sequence(x, dt)
+    z, _ = model.network(d, model.zero_states(len(idx))[: len(model.cfg.state_names()) - 1], True)
+    flat = d.reshape(-1, d.shape[-1]).numpy()
+    q = [torch.tensor(np.stack([1 - p, p], 1)) for p in (t.predict(flat) for t in trees)]
+    ref = blend(z.reshape(-1, z.shape[-1]), *q).reshape(*z.shape).numpy()
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = onnx_rollout(
+        sess, model.cfg.state_names(), model.cfg.state_shapes(), x.numpy(), dt.numpy()
+    )
+    return float(np.abs(got - ref)[valid.numpy()].max())
+
+
+def run(checkpoint: str, out: str, name: str, version: str) -> dict:
+    torch.set_num_threads(2)
+    model, ck = load_checkpoint(checkpoint)
+    prep = Prepared(ck["cfg"], model)
+    sp = prep.split
+    tr, va = (
+        np.concatenate([np.arange(prep.ev.starts[i], prep.ev.starts[i + 1]) for i in sp[s]])
+        for s in ("train", "val")
+    )
+    labels = [(prep.aki, prep.keep), (prep.sepsis, np.ones_like(prep.keep))]
+    trees, w, xk, yk = [], [], [], []
+    zv, rv = logits_for(model, prep, sp["val"])
+    zc, rc = logits_for(model, prep, sp["calib"])
+    for k, (y, m) in enumerate(labels):
+        a, b = tr[m[tr]], va[m[va]]
+        booster = fit_lgb(prep.d[a], y[a], prep.d[b], y[b])
+        print(f"output {k}: {booster.best_iteration} trees")
+        trees.append(booster)
+        # blend weight on validation AUPRC, calibration on the calib split
+        keep_v, keep_c = m[rv], m[rc]
+        qv = np.clip(booster.predict(prep.d[rv[keep_v]]), 1e-6, 1 - 1e-6)
+        lv = np.log(qv / (1 - qv))
+        scores = {
+            wt: average_precision_score(y[rv[keep_v]], wt * zv[keep_v, k] + (1 - wt) * lv)
+            for wt in np.linspace(0, 1, 11)
+        }
+        best = max(scores, key=scores.get)
+        print(
+            f"output {k}: val AUPRC by weight "
+            + " ".join(f"{a:.1f}:{s:.4f}" for a, s in scores.items())
+        )
+        w.append(best)
+        qc = np.clip(booster.predict(prep.d[rc[keep_c]]), 1e-6, 1 - 1e-6)
+        zb = best * zc[keep_c, k] + (1 - best) * np.log(qc / (1 - qc))
+        xs, ys = isotonic_knots(zb, y[rc[keep_c]], model.cfg.calib_knots)
+        xk.append(xs)
+        yk.append(ys)
+    blend = Blend(np.array(w), np.stack(xk), np.stack(yk)).eval()
+    outdir = Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    path = outdir / "model.onnx"
+    onnx.save(build_graph(model, trees, blend), str(path))
+    diff = parity(model, trees, blend, path, load_events(SAMPLE))
+    print(f"parity max abs diff {diff:.2e}")
+    if not diff <= 1e-5:
+        raise RuntimeError(f"export parity failed: {diff:.3g}")
+    man = manifest(model, name, version, path, ck["training_data"], {})
+    man["onnx"]["parity_max_abs_diff"] = diff
+    man["cell"]["ensemble"] = {
+        "trees": "LightGBM over the derived memory features, one per output",
+        "n_trees": [t.best_iteration for t in trees],
+        "blend_weight_recurrent": [float(v) for v in w],
+    }
+    (outdir / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
+    d = ck["cfg"]["data"]
+    res = evaluate(outdir, d["path"], split="test", seed=d["split_seed"])
+    man["evaluation"] = {"split": f"test (seed {d['split_seed']})", **res}
+    (outdir / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
+    print(json.dumps(res, indent=2))
+    return res
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--name", default="aki-lstm-gbm")
+    ap.add_argument("--version", default="1.0.0")
+    args = ap.parse_args(argv)
+    run(args.checkpoint, args.out, args.name, args.version)
+
+
+if __name__ == "__main__":
+    main()
