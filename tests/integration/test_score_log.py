@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import subprocess
 import sys
@@ -125,6 +127,23 @@ async def test_many_records_go_in_across_chunks(
     assert [s.step for s in history] == list(range(1, 2_502))
     assert [s.score_id for s in history[:2_500]] == [r.score.score_id for r in records]
     assert len(await event_rows(sql_engine, entity_id)) == 2_501
+
+
+async def test_a_cancelled_append_leaves_the_log_writable(score_log: SqlScoreLog) -> None:
+    for delay_ms in range(0, 40, 4):
+        entity_id = entity()
+        task = asyncio.create_task(
+            score_log.append([logged(entity_id, step) for step in range(1, 2_001)])
+        )
+        await asyncio.sleep(delay_ms / 1000)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+        async with asyncio.timeout(10):
+            assert await score_log.append([logged(entity_id, 5_000)]) == 1
+        stored = await score_log.history(entity_id, since=None, after_step=None, limit=5_000)
+        assert len(stored) in (1, 2_001)
 
 
 async def test_history_orders_filters_and_pages(score_log: SqlScoreLog) -> None:

@@ -5,6 +5,7 @@ All SQL of the service lives here.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -174,6 +175,19 @@ class SqlScoreLog:
     async def append(self, records: Sequence[LoggedScore]) -> int:
         if not records:
             return 0
+        # A write cancelled half way can leave its connection holding SQLite's write lock until
+        # the connection is garbage collected, stalling every later write; so the transaction
+        # always ends (commit or rollback) before a cancellation goes on.
+        work = asyncio.ensure_future(self._append(records))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            await asyncio.wait([work])
+            if not work.cancelled():
+                work.exception()  # the caller is going away; don't report it as unretrieved
+            raise
+
+    async def _append(self, records: Sequence[LoggedScore]) -> int:
         # A fixed key order keeps concurrent drainers from deadlocking on each other's rows.
         ordered = sorted(records, key=lambda record: record.score.score_id)
         new = 0
