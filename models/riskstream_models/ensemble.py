@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import warnings
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import onnx
 import torch
@@ -36,6 +38,25 @@ from .evaluate import evaluate
 from .export import OPSET, SAMPLE, manifest, onnx_rollout
 from .model import RiskModel, calibrate
 from .train import Prepared, isotonic_knots, load_checkpoint, logits_for
+
+
+def float32_thresholds(booster: lgb.Booster) -> lgb.Booster:
+    """Round every split threshold down to a float32 (the ONNX tree ops compare in float32).
+
+    Features are float32, so `x <= t` and `x <= floor32(t)` agree for every input: LightGBM and
+    the exported trees then take the same branches."""
+
+    def down(m: re.Match) -> str:
+        t = np.array([float(v) for v in m.group(1).split()])
+        f = t.astype(np.float32)
+        f = np.where(f > t, np.nextafter(f, np.float32(-np.inf)), f)
+        return "threshold=" + " ".join(repr(float(v)) for v in f)
+
+    text = re.sub(r"threshold=([^\n]*)", down, booster.model_to_string())
+    text = re.sub(r"tree_sizes=[^\n]*\n", "", text)  # byte offsets no longer valid
+    out = lgb.Booster(model_str=text)
+    out.best_iteration = out.current_iteration()
+    return out
 
 
 class StepParts(nn.Module):
@@ -108,8 +129,11 @@ def build_graph(model: RiskModel, trees: list, blend: Blend) -> onnx.ModelProto:
             booster,
             initial_types=[("d", FloatTensorType([None, D]))],
             zipmap=False,
-            target_opset={"": OPSET, "ai.onnx.ml": 3},
+            target_opset=15,
         )
+        for imp in t.opset_import:  # converter emits opset 9 Mul/Cast/Identity: same in 17
+            if imp.domain == "":
+                imp.version = OPSET
         t.ir_version = g.ir_version
         keep = ["z", "d", *nxt, *qs[:k]]
         g = compose.merge_models(
@@ -132,7 +156,12 @@ def build_graph(model: RiskModel, trees: list, blend: Blend) -> onnx.ModelProto:
     )
     for node in g.graph.node:  # blend_risk -> risk
         node.output[:] = ["risk" if o == "blend_risk" else o for o in node.output]
-    g.graph.output[0].name = "risk"
+    out = {o.name: o for o in g.graph.output}
+    out["blend_risk"].name = "risk"
+    order = ["risk", *nxt]  # the contract's output order
+    outs = sorted(g.graph.output, key=lambda o: order.index(o.name))
+    del g.graph.output[:]
+    g.graph.output.extend(outs)
     onnx.checker.check_model(g)
     return g
 
@@ -173,7 +202,11 @@ def run(checkpoint: str, out: str, name: str, version: str) -> dict:
     zc, rc = logits_for(model, prep, sp["calib"])
     for k, (y, m) in enumerate(labels):
         a, b = tr[m[tr]], va[m[va]]
-        booster = fit_lgb(prep.d[a], y[a], prep.d[b], y[b])
+        saved = Path(checkpoint).parent / f"trees-{k}.txt"  # reuse trees fitted for this checkpoint
+        if not saved.exists():
+            booster = fit_lgb(prep.d[a], y[a], prep.d[b], y[b])
+            booster.save_model(str(saved), num_iteration=booster.best_iteration)
+        booster = float32_thresholds(lgb.Booster(model_file=str(saved)))
         print(f"output {k}: {booster.best_iteration} trees")
         trees.append(booster)
         # blend weight on validation AUPRC, calibration on the calib split
