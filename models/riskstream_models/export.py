@@ -141,6 +141,7 @@ def manifest(
             "memory": cfg.memory_size,
             "key_labs": cfg.key_labs if cfg.memory else [],
             "calibration": cfg.calibration,
+            "networks_averaged": getattr(model, "n", 1),
         },
         "onnx": {
             "file": "model.onnx",

@@ -300,6 +300,10 @@ def training_data(cfg: dict, prep: Prepared) -> dict:
 
 def load_checkpoint(path) -> tuple[RiskModel, dict]:
     ck = torch.load(path, weights_only=False)
+    if "average" in ck:  # several networks averaged (average.py)
+        from .average import load_average
+
+        return load_average(ck), ck
     model = RiskModel(ModelConfig(**ck["model_config"]))
     model.load_state_dict(ck["state_dict"])
     return model.eval(), ck

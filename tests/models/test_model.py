@@ -96,3 +96,21 @@ def test_onnx_export_parity(tmp_path, cell):
     with torch.no_grad():
         ref = m(x, dt).numpy()
     assert np.abs(got - ref).max() <= 1e-5
+
+
+def test_average_of_networks_export_parity(tmp_path):
+    import onnxruntime as ort
+
+    from models.riskstream_models.average import AverageModel
+
+    avg = AverageModel([model(seed=0), model(seed=1)]).eval()
+    assert avg.cfg.state_shapes()["h"] == [2, 16]
+    export_onnx(avg, tmp_path / "model.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    x, dt = random_sequence(T=30, B=3)
+    got = onnx_rollout(sess, avg.cfg.state_names(), avg.cfg.state_shapes(), x.numpy(), dt.numpy())
+    with torch.no_grad():
+        ref = avg(x, dt).numpy()
+        mean = torch.stack([n(x, dt) for n in avg.nets]).logit().mean(0).sigmoid().numpy()
+    assert np.abs(got - ref).max() <= 1e-5
+    assert np.abs(ref - mean).max() <= 1e-5  # uncalibrated: sigmoid of the mean logit
