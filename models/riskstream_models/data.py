@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,11 +104,17 @@ def load_events(
     path = Path(path)
     df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     features = features or FEATURES
+    missing = [f for f in features if f not in df.columns]
+    if missing:  # e.g. another data set: an absent variable is simply never observed
+        print(f"{path.name}: no column for {missing}; treated as never measured", file=sys.stderr)
+        df = df.assign(**{f: np.nan for f in missing})
     if entities is not None:
         df = df[df[entity].isin(set(entities))]
+    if not pd.api.types.is_numeric_dtype(df[time]):  # datetimes (CSV gives strings)
+        df[time] = pd.to_datetime(df[time])
     df = df.sort_values([entity, time], kind="stable").reset_index(drop=True)
     t = df[time]
-    if np.issubdtype(t.dtype, np.datetime64):
+    if pd.api.types.is_datetime64_any_dtype(t):
         t = (t - t.groupby(df[entity]).transform("min")).dt.total_seconds() / 3600.0
     else:
         t = t.astype(np.float64) - t.groupby(df[entity]).transform("min").astype(np.float64)

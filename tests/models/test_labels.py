@@ -73,3 +73,28 @@ def test_baseline_features_no_look_ahead():
     b = history_features(ev).to_numpy()
     np.testing.assert_array_equal(a[~future], b[~future])
     assert not np.array_equal(a[future], b[future], equal_nan=True)
+
+
+def test_loader_any_table_datetime_time(tmp_path):
+    import pandas as pd
+
+    from models.riskstream_models.data import load_events, make_labels
+
+    t0 = pd.Timestamp("2026-01-01 08:00")
+    df = pd.DataFrame(
+        {
+            "stay": ["b", "a", "a", "a", "b"],
+            "charttime": [t0, t0 + pd.Timedelta(hours=2.5), t0, t0 + pd.Timedelta(hours=30), t0],
+            "Creatinine": [1.0, 1.0, 0.9, 1.4, np.nan],
+            "HR": [80, 90, 85, np.nan, 70],
+        }
+    )
+    df.to_csv(tmp_path / "events.csv", index=False)
+    ev = load_events(tmp_path / "events.csv", "stay", "charttime", ["HR", "Creatinine", "Age"])
+    assert list(ev.entity) == ["a", "a", "a", "b", "b"]
+    np.testing.assert_allclose(ev.time, [0, 2.5, 30, 0, 0])
+    np.testing.assert_allclose(ev.dt(), [0, 2.5, 27.5, 0, 0])
+    assert np.isnan(ev.x[:, 2]).all()  # no Age column: never measured
+    label, keep, onset = make_labels(ev)
+    assert list(onset) == [False, False, True, False, False]  # 1.4 >= 0.9 + 0.3 within 48 h
+    assert list(label) == [1, 1, 0, 0, 0] and list(keep) == [True, True, False, True, True]
