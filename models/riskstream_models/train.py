@@ -49,6 +49,7 @@ DEFAULTS = {
         "tbptt": 96,
         "lr": 2e-3,
         "weight_decay": 1e-4,
+        "ema": 0.0,
         "aki_pos_weight": 4.0,
         "sepsis_weight": 0.5,
         "clip": 1.0,
@@ -133,7 +134,7 @@ def bce(logit, y, mask, pos_weight=1.0):
     return (F.binary_cross_entropy_with_logits(logit, y, reduction="none") * w).sum()
 
 
-def train_epoch(model, prep, opt, tc, rng):
+def train_epoch(model, prep, opt, tc, rng, ema=None):
     model.train()
     batches = length_batches(prep.ev, prep.split["train"], tc["batch"], rng)
     bar = tqdm(batches, desc="train", leave=False, mininterval=2)
@@ -152,6 +153,10 @@ def train_epoch(model, prep, opt, tc, rng):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc["clip"])
             opt.step()
+            if ema is not None:  # exponential moving average of the weights
+                with torch.no_grad():
+                    for n, p in model.named_parameters():
+                        ema[n].lerp_(p, 1 - tc["ema"])
             run = 0.98 * run + 0.02 * loss.item() if i or s else loss.item()
         bar.set_postfix(loss=f"{run:.4f}")
     return run
@@ -230,9 +235,15 @@ def run(cfg: dict) -> dict:
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, "max", factor=0.5, patience=1)
     best, best_state, bad, history = -1.0, None, 0, []
     t_train = time.time()
+    ema = None
+    if tc.get("ema"):
+        ema = {n: p.detach().clone() for n, p in model.named_parameters()}
     for epoch in range(tc["epochs"]):
         te = time.time()
-        loss = train_epoch(model, prep, opt, tc, rng)
+        loss = train_epoch(model, prep, opt, tc, rng, ema)
+        if ema is not None:  # evaluate (and keep) the averaged weights
+            live = {k: v.clone() for k, v in model.state_dict().items()}
+            model.load_state_dict({**live, **ema})
         m = quick_metrics(model, prep, "val")
         history.append({"epoch": epoch + 1, "loss": loss, **m, "seconds": time.time() - te})
         sched.step(m["aki_auprc"])
@@ -248,8 +259,10 @@ def run(cfg: dict) -> dict:
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
         else:
             bad += 1
-            if bad >= tc["patience"]:
-                break
+        if ema is not None:
+            model.load_state_dict(live)
+        if bad >= tc["patience"]:
+            break
     model.load_state_dict(best_state)
     train_seconds = time.time() - t_train
     calibrate(model, prep, model.cfg.calib_knots)
