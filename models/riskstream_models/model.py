@@ -112,9 +112,8 @@ class FeatureMemory(nn.Module):
         )
         self.sizes = [1, F_, F_, F_, F_, K, K, K * R, K * R, K * R]
 
-    def unpack(
-        self, m
-    ):  # m (B, M) -> clock, last, seen, since, count, prev, first, bmin, bmax, bobs
+    def unpack(self, m):
+        """m (B, M) -> clock, last, seen, since, count, prev, first, bmin, bmax, bobs."""
         parts = list(torch.split(m, self.sizes, dim=1))
         K, R = self.cfg.n_key, self.cfg.ring
         parts[7:] = [p.reshape(-1, K, R) for p in parts[7:]]  # (B, K, R)
