@@ -24,7 +24,7 @@ def rows(run: Path) -> list[str]:
                 )
         return out
     t, m = r["test"], r["config"]["model"]
-    ev = r.get("evaluation", {}).get("aki_48h", {})
+    ev = r.get("evaluation", {}).get("aki_48h", {}) or r.get("test_aki", {})
     sens = f"{ev['episode_sensitivity_at_precision_33']:.2f}" if ev else "–"
     desc = ", ".join(f"{k}={v}" for k, v in m.items())
     best = max(r["history"], key=lambda h: h["aki_auprc"])["epoch"]
