@@ -25,7 +25,7 @@ from .dataset import fit_normalisation, length_batches, padded
 from .model import ModelConfig, RiskModel
 
 OPSET = 17
-SAMPLE = "models/data/physionet2019-sample.parquet"
+SAMPLE = str(Path(__file__).resolve().parents[1] / "data" / "physionet2019-sample.parquet")
 
 
 class Step(nn.Module):
