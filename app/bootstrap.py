@@ -9,7 +9,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 from app import __version__
 from app.adapters.embedded_redis import EmbeddedRedis
@@ -24,6 +23,7 @@ from app.services import Services
 from app.settings import Settings
 from app.web import entities, errors, events, system
 from app.web.limits import BodySizeLimit
+from app.web.responses import JSON
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Live risk scores: each event advances an entity's recurrent state one step.",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
+        default_response_class=JSON,
     )
     errors.install(app, retry_after=settings.retry_after_seconds)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -114,7 +114,12 @@ class RedisStateStore:
                 state = c.state
                 score = c.logged.score
                 fields: list[bytes | str | int | float] = [
-                    "step", state.step, "t", repr(state.last_time), "mv", state.model_key,
+                    "step",
+                    state.step,
+                    "t",
+                    repr(state.last_time),
+                    "mv",
+                    state.model_key,
                 ]
                 encoded = encode_score(score)
                 fields += ["latest", encoded]
@@ -123,8 +128,12 @@ class RedisStateStore:
                 await self._commit(
                     keys=[*self._keys(score.entity_id), self.outbox_key],
                     args=[
-                        c.expected_step, score.event_id, encoded, self._history,
-                        encode_logged(c.logged), *fields,
+                        c.expected_step,
+                        score.event_id,
+                        encoded,
+                        self._history,
+                        encode_logged(c.logged),
+                        *fields,
                     ],
                     client=pipe,
                 )
@@ -175,7 +184,10 @@ class RedisOutbox:
             entries = [e for e in entries if e and e[1]]  # ids deleted meanwhile come back empty
             if not entries:
                 reply = await self._r.xreadgroup(
-                    _GROUP, self._consumer, {self._key: ">"}, count=limit,
+                    _GROUP,
+                    self._consumer,
+                    {self._key: ">"},
+                    count=limit,
                     block=block_ms or None,
                 )
                 entries = reply[0][1] if reply else []

@@ -97,7 +97,9 @@ class MicroBatcher:
                 await asyncio.sleep(self._window_s)
             taken: list[tuple[float, _Request]] = []
             size = 0
-            while self._queue and (not taken or size + len(self._queue[0][1].events) <= self._max_batch):
+            while self._queue and (
+                not taken or size + len(self._queue[0][1].events) <= self._max_batch
+            ):
                 item = self._queue.popleft()
                 taken.append(item)
                 size += len(item[1].events)

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -28,7 +28,7 @@ _THREAD_BATCH = 32
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _new_score_id() -> str:
@@ -261,4 +261,3 @@ class ScoringEngine:
         self, entity_id: str, *, since: datetime | None, after_step: int | None, limit: int
     ) -> list[Score]:
         return await self._log.history(entity_id, since=since, after_step=after_step, limit=limit)
-

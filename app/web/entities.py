@@ -4,24 +4,22 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from fastapi.responses import ORJSONResponse
 
 from app.core.errors import InvalidInput
 from app.web import render
 from app.web.deps import ServicesDep
+from app.web.responses import JSON
 from app.web.schemas import ErrorOut, ScorePage
 
 router = APIRouter(prefix="/v1/entities", tags=["entities"])
 
 EntityId = Annotated[str, Path(description="The entity: a patient, an account…")]
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (404, 422, 503)
-}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (404, 422, 503)}
 
 
 @router.get("/{entity_id}/risk", summary="The entity's latest score", responses=_ERRORS)
-async def get_risk(entity_id: EntityId, services: ServicesDep) -> ORJSONResponse:
-    return ORJSONResponse(render.latest(await services.engine.latest(entity_id)))
+async def get_risk(entity_id: EntityId, services: ServicesDep) -> JSON:
+    return JSON(render.latest(await services.engine.latest(entity_id)))
 
 
 @router.get(
@@ -39,13 +37,13 @@ async def get_scores(
         int | None, Query(ge=0, description="Page cursor: the previous page's next_after_step")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> ORJSONResponse:
+) -> JSON:
     if since is not None and since.tzinfo is None:
         raise InvalidInput("since has no UTC offset; add 'Z' or e.g. '+01:00'", field="since")
     scores = await services.engine.history(
         entity_id, since=since, after_step=after_step, limit=limit
     )
-    return ORJSONResponse(
+    return JSON(
         {
             "entity_id": entity_id,
             "scores": [render.score(s) for s in scores],
@@ -59,6 +57,6 @@ async def get_scores(
     summary="Forget the entity's recurrent state (e.g. at discharge); its scores stay logged",
     responses=_ERRORS,
 )
-async def forget(entity_id: EntityId, services: ServicesDep) -> ORJSONResponse:
+async def forget(entity_id: EntityId, services: ServicesDep) -> JSON:
     await services.engine.forget(entity_id)
-    return ORJSONResponse({"entity_id": entity_id, "forgotten": True})
+    return JSON({"entity_id": entity_id, "forgotten": True})

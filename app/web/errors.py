@@ -10,10 +10,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import RiskstreamError, Unavailable
+from app.web.responses import JSON
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,11 @@ def error_response(
     field: str | None = None,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
-) -> ORJSONResponse:
+) -> JSON:
     body: dict[str, Any] = {"status": status, "code": code, "message": message, "field": field}
     if errors:
         body["errors"] = errors
-    return ORJSONResponse({"error": body}, status_code=status, headers=headers)
+    return JSON({"error": body}, status_code=status, headers=headers)
 
 
 def field_of(loc: tuple[Any, ...] | list[Any]) -> str | None:
@@ -42,18 +42,18 @@ def field_of(loc: tuple[Any, ...] | list[Any]) -> str | None:
     return ".".join(parts) or ("body" if loc and loc[0] == "body" else None)
 
 
-def domain_error(exc: RiskstreamError, retry_after: int) -> ORJSONResponse:
+def domain_error(exc: RiskstreamError, retry_after: int) -> JSON:
     headers = {"Retry-After": str(retry_after)} if isinstance(exc, Unavailable) else None
     return error_response(exc.status, exc.code, exc.message, field=exc.field, headers=headers)
 
 
 def install(app: FastAPI, *, retry_after: int) -> None:
     @app.exception_handler(RiskstreamError)
-    async def _domain(_: Request, exc: RiskstreamError) -> ORJSONResponse:
+    async def _domain(_: Request, exc: RiskstreamError) -> JSON:
         return domain_error(exc, retry_after)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> JSON:
         errors = []
         for e in exc.errors():
             message = str(e.get("msg", "invalid"))
@@ -66,7 +66,7 @@ def install(app: FastAPI, *, retry_after: int) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSON:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(
             exc.status_code,
@@ -77,6 +77,6 @@ def install(app: FastAPI, *, retry_after: int) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> ORJSONResponse:
+    async def _unexpected(_: Request, exc: Exception) -> JSON:
         log.exception("unhandled error", exc_info=exc)
         return error_response(500, "internal_error", "internal error; see the server log")

@@ -4,7 +4,6 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import ORJSONResponse
 from pydantic import TypeAdapter, ValidationError
 
 from app.core.domain import Event
@@ -12,6 +11,7 @@ from app.core.errors import InvalidInput, PayloadTooLarge, RiskstreamError
 from app.web import render
 from app.web.deps import ServicesDep
 from app.web.errors import field_of
+from app.web.responses import JSON
 from app.web.schemas import BulkEventIn, ErrorOut, EventIn, EventOut
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -29,19 +29,24 @@ EntityId = Annotated[str, Path(description="The entity: a patient, an account…
     summary="Score one event: advance the entity's state one step",
     responses={200: {"model": EventOut}, **_ERRORS},
 )
-async def post_event(entity_id: EntityId, body: EventIn, services: ServicesDep) -> ORJSONResponse:
+async def post_event(entity_id: EntityId, body: EventIn, services: ServicesDep) -> JSON:
     event = Event(entity_id, body.event_id, body.time, body.values)
     [result] = await services.scorer.score([event])
     if isinstance(result, RiskstreamError):
         raise result
-    return ORJSONResponse(render.outcome(result))
+    return JSON(render.outcome(result))
 
 
 def _error_item(index: int, exc: RiskstreamError) -> dict[str, Any]:
     return {
         "index": index,
         "status": exc.status,
-        "error": {"status": exc.status, "code": exc.code, "message": exc.message, "field": exc.field},
+        "error": {
+            "status": exc.status,
+            "code": exc.code,
+            "message": exc.message,
+            "field": exc.field,
+        },
     }
 
 
@@ -78,7 +83,7 @@ def _parse_items(raw: bytes, content_type: str) -> list[Any]:
         }
     },
 )
-async def post_events(request: Request, services: ServicesDep) -> ORJSONResponse:
+async def post_events(request: Request, services: ServicesDep) -> JSON:
     items = _parse_items(await request.body(), request.headers.get("content-type", ""))
     limit = services.settings.max_bulk_events
     if len(items) > limit:
@@ -102,6 +107,4 @@ async def post_events(request: Request, services: ServicesDep) -> ORJSONResponse
         else:
             results[i] = {"index": i, "status": 200, **render.outcome(result)}
     accepted = sum(1 for r in results if r is not None and r["status"] == 200)
-    return ORJSONResponse({"accepted": accepted, "rejected": len(items) - accepted, "results": results})
-
-
+    return JSON({"accepted": accepted, "rejected": len(items) - accepted, "results": results})

@@ -3,18 +3,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import ORJSONResponse
 
 from app.core.errors import Unavailable
 from app.web.deps import ServicesDep
 from app.web.errors import error_response
+from app.web.responses import JSON
 
 router = APIRouter(tags=["system"])
 
 
 @router.get("/v1/model", summary="The loaded model's manifest")
-async def get_model(services: ServicesDep) -> ORJSONResponse:
-    return ORJSONResponse(services.model.manifest.as_document())
+async def get_model(services: ServicesDep) -> JSON:
+    return JSON(services.model.manifest.as_document())
 
 
 @router.get("/healthz", summary="The process is alive")
@@ -23,7 +23,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Redis, the database and the model are all usable")
-async def readyz(services: ServicesDep) -> ORJSONResponse:
+async def readyz(services: ServicesDep) -> JSON:
     checks: dict[str, str] = {"model": services.model.manifest.key}
     failed: list[str] = []
     for name, ping in (("redis", services.store.ping), ("database", services.score_log.ping)):
@@ -44,4 +44,4 @@ async def readyz(services: ServicesDep) -> ORJSONResponse:
         )
         return response
     body: dict[str, Any] = {"status": "ready", "checks": checks}
-    return ORJSONResponse(body)
+    return JSON(body)

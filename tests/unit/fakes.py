@@ -59,7 +59,10 @@ class FakeStore:
                 self.interfere.remove(entity)
                 current = self.states[entity]
                 self.states[entity] = EntityState(
-                    current.step + 1, current.last_time, current.model_key, current.tensors,
+                    current.step + 1,
+                    current.last_time,
+                    current.model_key,
+                    current.tensors,
                     current.latest,
                 )
             current_step = self.states[entity].step if entity in self.states else 0

@@ -38,7 +38,9 @@ async def test_a_stream_matches_stepping_the_model_by_hand() -> None:
     h = np.zeros((1, 1, 2), np.float32)
     for i, (event, dt) in enumerate(zip(events, [0.0, 2.0, 0.5])):
         x = np.array([[event.values.get("a", np.nan), event.values.get("b", np.nan)]], np.float32)
-        x = np.where([[v is None for v in (event.values.get("a"), event.values.get("b"))]], np.nan, x)
+        x = np.where(
+            [[v is None for v in (event.values.get("a"), event.values.get("b"))]], np.nan, x
+        )
         risk, nxt = reference.step(x, np.array([[dt]], np.float32), {"h": h})
         h = nxt["h"]
         assert results[i].score.risk["risk"] == pytest.approx(float(risk[0, 0]), abs=1e-7)

@@ -1,0 +1,54 @@
+"""The service wired to the test Redis, database and model, driven in-process through httpx."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.adapters.sql.score_log import SqlScoreLog
+from app.bootstrap import create_app
+from app.services import Services
+from app.settings import Settings
+
+
+@pytest.fixture
+def settings(
+    redis_url: str, database_url: str, key_prefix: str, tiny_model_dir: Path, tmp_path: Path
+) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        database_url=database_url,
+        key_prefix=key_prefix,
+        model_dir=tiny_model_dir,
+        data_dir=tmp_path / "data",
+    )
+
+
+@dataclass
+class Running:
+    client: httpx.AsyncClient
+    services: Services
+
+
+@pytest.fixture
+async def service(settings: Settings) -> AsyncIterator[Running]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app) as state:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://riskstream") as client:
+            yield Running(client, state["services"])
+
+
+async def wait_logged(log: SqlScoreLog, entity_id: str, count: int, timeout: float = 20.0) -> list:
+    """The drainer is asynchronous: poll the SQL log until it holds ``count`` scores."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        scores = await log.history(entity_id, since=None, after_step=None, limit=100_000)
+        if len(scores) >= count or asyncio.get_running_loop().time() > deadline:
+            return scores
+        await asyncio.sleep(0.05)
