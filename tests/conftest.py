@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.support.database", "tests.support.redis", "tests.support.model"]
+pytest_plugins = [
+    "tests.support.database",
+    "tests.support.redis",
+    "tests.support.model",
+    "tests.support.service",
+]

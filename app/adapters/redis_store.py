@@ -155,7 +155,7 @@ class RedisStateStore:
 
 
 class RedisOutbox:
-    """The outbox stream, read through a consumer group so a dead drainer's claims are taken over."""
+    """The outbox stream, read by a consumer group: a dead drainer's claims are taken over."""
 
     def __init__(self, client: aioredis.Redis, *, key: str, claim_idle_ms: int) -> None:
         self._r = client

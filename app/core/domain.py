@@ -1,4 +1,4 @@
-"""The domain: entities send events; each event advances the entity's state one step and yields a score."""
+"""The domain: each event advances its entity's state one step and yields a score."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ class OutboxDrainer:
         self._batch = batch
         self._block_ms = block_ms
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.drained = 0
 
     def start(self) -> None:
@@ -35,14 +36,12 @@ class OutboxDrainer:
 
     async def _run(self) -> None:
         backoff = 0.1
-        while True:
+        while not self._stopping:
             try:
                 self.drained += await drain_once(
                     self._outbox, self._scores, limit=self._batch, block_ms=self._block_ms
                 )
                 backoff = 0.1
-            except asyncio.CancelledError:
-                raise
             except Unavailable as exc:
                 log.warning("outbox drain paused: %s", exc)
                 await asyncio.sleep(backoff)
@@ -53,12 +52,11 @@ class OutboxDrainer:
                 backoff = min(backoff * 2, 5.0)
 
     async def stop(self, *, flush: bool = True) -> None:
+        # No cancellation: cancelling a blocking XREADGROUP can leave redis-py waiting forever.
+        # The loop blocks at most ``block_ms`` at a time, so it sees the flag soon.
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await self._task
             self._task = None
         if flush:  # what this process committed should reach SQL before it exits
             try:

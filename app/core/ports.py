@@ -24,7 +24,7 @@ class RiskModel(Protocol):
 
 class StateStore(Protocol):
     async def load(self, keys: Sequence[tuple[str, str]]) -> list[Snapshot]:
-        """For each (entity_id, event_id): the entity's state and the remembered score of that event."""
+        """Per (entity_id, event_id): the entity's state and the remembered score of that event."""
         ...
 
     async def commit(self, commits: Sequence[Commit]) -> list[bool]:

@@ -6,7 +6,7 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from app.core.domain import Score
 
@@ -31,8 +31,18 @@ def _epoch_seconds(value: Any) -> float:
     raise ValueError("time must be an ISO 8601 timestamp with an offset, or epoch seconds")
 
 
+def _feature_value(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be a number or null, not {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a finite number")
+    return float(value)
+
+
 EpochSeconds = Annotated[float, BeforeValidator(_epoch_seconds)]
-FeatureValue = Annotated[StrictFloat | StrictInt | None, Field(allow_inf_nan=False)]
+FeatureValue = Annotated[float | None, BeforeValidator(_feature_value)]
 
 
 def iso(t: float) -> str:

@@ -132,7 +132,7 @@ async def test_bad_input_names_the_field_and_stores_nothing(event: Event, field:
 
 
 async def test_one_bad_event_does_not_fail_the_rest() -> None:
-    engine, _, store, _ = make()
+    engine, _, _store, _ = make()
     results = await engine.score([ev("p1", "e1", 0, z=1.0), ev("p2", "e1", 0, a=1.0)])
     assert isinstance(results[0], InvalidInput)
     assert outcome(results[1]).score.step == 1
