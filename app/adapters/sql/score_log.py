@@ -6,8 +6,9 @@ All SQL of the service lives here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     column,
+    exc,
     func,
     select,
     text,
@@ -31,6 +33,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 
 from app.adapters.sql.tables import events, scores
 from app.core.domain import LoggedScore, Score
+from app.core.errors import Unavailable
 
 # Rows per INSERT: with SQLite's bound parameters (11 a row) far below its limit of 32766.
 CHUNK_ROWS = 1_000
@@ -165,6 +168,21 @@ def _score(row: _Row) -> Score:
 _SCORE_COLUMNS = [scores.c[name] for name in _SCORE_FIELDS]
 
 
+@contextlib.asynccontextmanager
+async def sql_errors() -> AsyncIterator[None]:
+    """A database that cannot be reached is ``Unavailable`` (503), not an internal error."""
+    try:
+        yield
+    except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, OSError) as error:
+        raise Unavailable(f"the database is unreachable: {error}", field="database") from error
+    except exc.DBAPIError as error:
+        if error.connection_invalidated:
+            raise Unavailable(
+                f"the database connection was lost: {error}", field="database"
+            ) from error
+        raise
+
+
 class SqlScoreLog:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -191,7 +209,7 @@ class SqlScoreLog:
         # A fixed key order keeps concurrent drainers from deadlocking on each other's rows.
         ordered = sorted(records, key=lambda record: record.score.score_id)
         new = 0
-        async with self._engine.begin() as connection:
+        async with sql_errors(), self._engine.begin() as connection:
             for start in range(0, len(ordered), CHUNK_ROWS):
                 chunk = ordered[start : start + CHUNK_ROWS]
                 new += await self._insert_scores(connection, [_score_row(r.score) for r in chunk])
@@ -220,9 +238,9 @@ class SqlScoreLog:
         return _score(rows[0]) if rows else None
 
     async def ping(self) -> None:
-        async with self._engine.connect() as connection:
+        async with sql_errors(), self._engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
     async def _fetch(self, query: Select[*tuple[Any, ...]]) -> Sequence[_Row]:
-        async with self._engine.connect() as connection:
+        async with sql_errors(), self._engine.connect() as connection:
             return (await connection.execute(query)).all()
