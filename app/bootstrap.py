@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.adapters.embedded_redis import EmbeddedRedis
+from app.adapters.metrics import Metrics
 from app.adapters.onnx_model import OnnxRiskModel
 from app.adapters.redis_store import RedisOutbox, RedisStateStore
 from app.adapters.sql.database import create_engine, migrate
@@ -21,7 +22,7 @@ from app.core.drain import OutboxDrainer
 from app.core.engine import ScoringEngine
 from app.services import Services
 from app.settings import Settings
-from app.web import entities, errors, events, system
+from app.web import entities, errors, events, metrics, system
 from app.web.limits import BodySizeLimit
 from app.web.responses import JSON
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     async with AsyncExitStack() as stack:
+        metrics = Metrics()
         model = OnnxRiskModel(settings.model_dir)
 
         redis_url = settings.redis_url
@@ -47,13 +49,14 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         await asyncio.to_thread(migrate, database_url)
         sql = create_engine(database_url)
         stack.push_async_callback(sql.dispose)
-        score_log = SqlScoreLog(sql)
+        score_log = SqlScoreLog(sql, observe=metrics.observe_sql)
 
         store = RedisStateStore(
             client,
             prefix=settings.key_prefix,
             states=model.manifest.states,
             dedup_history=settings.dedup_history,
+            observe=metrics.observe_redis,
         )
         outbox = RedisOutbox(
             client, key=store.outbox_key, claim_idle_ms=settings.outbox_claim_idle_ms
@@ -65,6 +68,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             accept_late_events=settings.accept_late_events,
             max_retries=settings.cas_max_retries,
             max_id_length=settings.max_id_length,
+            stats=metrics,
         )
         stack.callback(engine.close)
 
@@ -86,7 +90,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             scorer = DirectScorer(engine)
 
         log.info("riskstream ready: model %s, redis %s", model.manifest.key, redis_url)
-        yield Services(settings, model, engine, scorer, store, outbox, score_log, drainer)
+        yield Services(settings, model, engine, scorer, store, outbox, score_log, drainer, metrics)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -107,7 +111,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app, retry_after=settings.retry_after_seconds)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(metrics.RequestTimer)
     app.include_router(events.router)
     app.include_router(entities.router)
     app.include_router(system.router)
+    app.include_router(metrics.router)
     return app

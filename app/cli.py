@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 
@@ -22,6 +23,9 @@ def _serve(args: argparse.Namespace) -> int:
         # One embedded server for every worker process; they find it through REDIS_URL.
         embedded = EmbeddedRedis(settings.data_dir / "redis")
         os.environ["REDIS_URL"] = embedded.start()
+    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Each worker writes its metrics here; /metrics on any worker sums them all.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="riskstream-metrics-")
     try:
         migrate(settings.resolved_database_url())
         uvicorn.run(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.adapters.metrics import Metrics
 from app.adapters.onnx_model import OnnxRiskModel
 from app.adapters.redis_store import RedisOutbox, RedisStateStore
 from app.adapters.sql.score_log import SqlScoreLog
@@ -23,3 +24,4 @@ class Services:
     outbox: RedisOutbox
     score_log: SqlScoreLog
     drainer: OutboxDrainer
+    metrics: Metrics

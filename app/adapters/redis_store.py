@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
@@ -25,6 +26,7 @@ from app.adapters.codec import decode_logged, decode_score, encode_logged, encod
 from app.core.domain import Commit, EntityState, LoggedScore, Snapshot
 from app.core.errors import Unavailable
 from app.core.manifest import StateSpec
+from app.core.ports import Observe, ignore
 
 _COMMIT = """
 local cur = redis.call('HGET', KEYS[1], 'step')
@@ -60,8 +62,10 @@ class RedisStateStore:
         prefix: str,
         states: Sequence[StateSpec],
         dedup_history: int,
+        observe: Observe = ignore,
     ) -> None:
         self._r = client
+        self._observe = observe
         self._prefix = prefix
         self._specs = tuple(states)
         self._fields = ["step", "t", "mv", "latest", *(f"x:{s.name}" for s in self._specs)]
@@ -98,7 +102,9 @@ class RedisStateStore:
                 state_key, seen_key, _ = self._keys(entity_id)
                 pipe.hmget(state_key, self._fields)
                 pipe.hget(seen_key, event_id)
+            started = time.perf_counter()
             replies = await pipe.execute()
+            self._observe("load", time.perf_counter() - started)
         snapshots = []
         for i in range(len(keys)):
             row, seen = replies[2 * i], replies[2 * i + 1]
@@ -137,7 +143,9 @@ class RedisStateStore:
                     ],
                     client=pipe,
                 )
+            started = time.perf_counter()
             replies = await pipe.execute()
+            self._observe("commit", time.perf_counter() - started)
         return [bool(r) for r in replies]
 
     async def get(self, entity_id: str) -> EntityState | None:

@@ -29,6 +29,7 @@ class DirectScorer:
         self._engine = engine
 
     async def score(self, events: Sequence[Event]) -> list[Result]:
+        self._engine.stats.batch(len(events), 0.0)
         return await self._engine.score(events)
 
 
@@ -40,10 +41,6 @@ class _Request:
     )
 
 
-class BatchStats(Protocol):
-    def observe_batch(self, size: int, queue_wait_s: float) -> None: ...
-
-
 class MicroBatcher:
     def __init__(
         self,
@@ -51,12 +48,10 @@ class MicroBatcher:
         *,
         max_batch: int,
         window_s: float,
-        stats: BatchStats | None = None,
     ) -> None:
         self._engine = engine
         self._max_batch = max_batch
         self._window_s = window_s
-        self._stats = stats
         self._queue: deque[tuple[float, _Request]] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -105,9 +100,7 @@ class MicroBatcher:
                 size += len(item[1].events)
             self._last_batch = size
             now = loop.time()
-            if self._stats is not None:
-                wait = max(now - t for t, _ in taken)
-                self._stats.observe_batch(size, wait)
+            self._engine.stats.batch(size, max(now - t for t, _ in taken))
             await self._dispatch([r for _, r in taken])
 
     def _pending(self) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 from app.core.domain import Commit, EntityState, Event, LoggedScore, Outcome, Score, Snapshot
 from app.core.errors import Contention, InvalidInput, OutOfOrder, RiskstreamError, UnknownEntity
 from app.core.ports import RiskModel, ScoreLog, StateStore
+from app.core.stats import EngineStats, NoStats
 
 Result = Outcome | RiskstreamError
 
@@ -56,7 +57,9 @@ class ScoringEngine:
         max_id_length: int = 128,
         clock: Callable[[], float] = time.time,
         new_score_id: Callable[[], str] = _new_score_id,
+        stats: EngineStats | None = None,
     ) -> None:
+        self.stats: EngineStats = stats or NoStats()
         self.model = model
         self._store = store
         self._log = log
@@ -159,12 +162,16 @@ class ScoringEngine:
         for plan, commit, ok in zip(planned, commits, committed):
             if ok:
                 results[plan.index] = Outcome(commit.logged.score, duplicate=False)
+        conflicts = len(committed) - sum(committed)
+        if conflicts:
+            self.stats.cas_conflicts(conflicts)
         return results
 
     async def _plan(
         self, i: int, event: Event, snapshot: Snapshot, planned: list[_Planned]
     ) -> Result | None:
         if snapshot.seen is not None:
+            self.stats.duplicates(1)
             return Outcome(snapshot.seen, duplicate=True)
         prior = snapshot.state
         fresh = prior is None or prior.model_key != self.model.manifest.key
@@ -173,7 +180,9 @@ class ScoringEngine:
             if not self._accept_late:
                 earlier = await self._log.find(event.entity_id, event.event_id)
                 if earlier is not None:
+                    self.stats.duplicates(1)
                     return Outcome(earlier, duplicate=True)
+                self.stats.out_of_order(1)
                 return OutOfOrder(
                     f"event time {_iso(event.time)} is earlier than the entity's last event "
                     f"at {_iso(prior.last_time)}",
@@ -240,10 +249,14 @@ class ScoringEngine:
     async def _run_model(
         self, x: np.ndarray, dt: np.ndarray, states: dict[str, np.ndarray]
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        started = time.perf_counter()
         if len(x) < _THREAD_BATCH:  # a thread hop costs more than a small step
-            return self.model.step(x, dt, states)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.model.step, x, dt, states)
+            out = self.model.step(x, dt, states)
+        else:
+            loop = asyncio.get_running_loop()
+            out = await loop.run_in_executor(self._executor, self.model.step, x, dt, states)
+        self.stats.model_step(len(x), time.perf_counter() - started)
+        return out
 
     # -- reads --------------------------------------------------------------------------------
 

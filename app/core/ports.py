@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -10,6 +10,13 @@ import numpy as np
 
 from app.core.domain import Commit, EntityState, LoggedScore, Score, Snapshot
 from app.core.manifest import Manifest
+
+# (operation, seconds): how adapters report the latency of their round trips
+Observe = Callable[[str, float], None]
+
+
+def ignore(op: str, seconds: float) -> None:
+    pass
 
 
 class RiskModel(Protocol):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +35,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 from app.adapters.sql.tables import events, scores
 from app.core.domain import LoggedScore, Score
 from app.core.errors import Unavailable
+from app.core.ports import Observe, ignore
 
 # Rows per INSERT: with SQLite's bound parameters (11 a row) far below its limit of 32766.
 CHUNK_ROWS = 1_000
@@ -184,8 +186,9 @@ async def sql_errors() -> AsyncIterator[None]:
 
 
 class SqlScoreLog:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, observe: Observe = ignore) -> None:
         self._engine = engine
+        self._observe = observe
         dialect = engine.dialect.name
         self._insert_scores = _InsertNew(dialect, scores, _SCORE_FIELDS)
         self._insert_events = _InsertNew(dialect, events, _EVENT_FIELDS)
@@ -197,8 +200,11 @@ class SqlScoreLog:
         # the connection is garbage collected, stalling every later write; so the transaction
         # always ends (commit or rollback) before a cancellation goes on.
         work = asyncio.ensure_future(self._append(records))
+        started = time.perf_counter()
         try:
-            return await asyncio.shield(work)
+            new = await asyncio.shield(work)
+            self._observe("append", time.perf_counter() - started)
+            return new
         except asyncio.CancelledError:
             await asyncio.wait([work])
             if not work.cancelled():
