@@ -72,8 +72,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "evaluate", help="score an event table with a model artifact", add_help=False
     )
 
+    commands.add_parser(
+        "bench", help="load-test a server (see docs/performance.md)", add_help=False
+    )
+
     if argv and argv[0] == "evaluate":
         return _evaluate(argv[1:])
+    if argv and argv[0] == "bench":
+        from app.bench import main as bench_main
+
+        bench_result: int = bench_main(list(argv[1:]))
+        return bench_result
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "serve":
