@@ -15,8 +15,10 @@ from app.adapters.embedded_redis import EmbeddedRedis
 from app.adapters.metrics import Metrics
 from app.adapters.onnx_model import OnnxRiskModel
 from app.adapters.redis_store import RedisOutbox, RedisStateStore
+from app.adapters.redis_views import RedisViews
 from app.adapters.sql.database import create_engine, migrate
 from app.adapters.sql.score_log import SqlScoreLog
+from app.core.alerts import Threshold
 from app.core.batcher import DirectScorer, MicroBatcher, Scorer
 from app.core.drain import OutboxDrainer
 from app.core.engine import ScoringEngine
@@ -27,6 +29,16 @@ from app.web.limits import BodySizeLimit
 from app.web.responses import JSON
 
 log = logging.getLogger(__name__)
+
+
+def thresholds(settings: Settings, outputs: tuple[str, ...]) -> dict[str, Threshold]:
+    unknown = set(settings.alert_thresholds) - set(outputs)
+    if unknown:
+        raise ValueError(f"ALERT_THRESHOLDS names outputs the model lacks: {sorted(unknown)}")
+    levels = {
+        o: settings.alert_thresholds.get(o, settings.default_alert_threshold) for o in outputs
+    }
+    return {o: Threshold(raise_at, clear_below) for o, (raise_at, clear_below) in levels.items()}
 
 
 @asynccontextmanager
@@ -56,8 +68,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             prefix=settings.key_prefix,
             states=model.manifest.states,
             dedup_history=settings.dedup_history,
+            outputs=model.manifest.output_names,
+            feed_length=settings.feed_length,
             observe=metrics.observe_redis,
         )
+        views = RedisViews(client, store.keys)
         outbox = RedisOutbox(
             client, key=store.outbox_key, claim_idle_ms=settings.outbox_claim_idle_ms
         )
@@ -69,6 +84,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             max_retries=settings.cas_max_retries,
             max_id_length=settings.max_id_length,
             stats=metrics,
+            thresholds=thresholds(settings, model.manifest.output_names),
         )
         stack.callback(engine.close)
 
@@ -90,7 +106,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             scorer = DirectScorer(engine)
 
         log.info("riskstream ready: model %s, redis %s", model.manifest.key, redis_url)
-        yield Services(settings, model, engine, scorer, store, outbox, score_log, drainer, metrics)
+        yield Services(
+            settings, model, engine, scorer, store, outbox, score_log, drainer, metrics, views
+        )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from app.adapters.metrics import Metrics
 from app.adapters.onnx_model import OnnxRiskModel
 from app.adapters.redis_store import RedisOutbox, RedisStateStore
+from app.adapters.redis_views import RedisViews
 from app.adapters.sql.score_log import SqlScoreLog
 from app.core.batcher import Scorer
 from app.core.drain import OutboxDrainer
@@ -25,3 +26,4 @@ class Services:
     score_log: SqlScoreLog
     drainer: OutboxDrainer
     metrics: Metrics
+    views: RedisViews

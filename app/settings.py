@@ -41,6 +41,17 @@ class Settings(BaseSettings):
     outbox_claim_idle_ms: int = Field(5_000, ge=100, description="Take over a dead drainer's work")
     retry_after_seconds: int = Field(2, ge=1)
 
+    alert_thresholds: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description='Per output (raise at, clear below), JSON: {"aki_48h": [0.3, 0.2]}',
+    )
+    default_alert_threshold: tuple[float, float] = Field(
+        (0.33, 0.25), description="(raise at, clear below) for outputs not listed"
+    )
+    feed_length: int = Field(100_000, ge=100, description="Scores the feed keeps for pollers")
+    stream_poll_s: float = Field(0.25, gt=0, description="How often /v1/stream looks for scores")
+    stream_heartbeat_s: float = Field(15.0, gt=0, description="SSE comment when nothing happens")
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -6,32 +6,42 @@ Keys (``P`` is the configured prefix):
 - ``P:d:<entity>`` hash event_id -> JSON score, and ``P:o:<entity>`` list of those event ids,
   newest first, trimmed to the dedup history length.
 - ``P:outbox`` stream of scores committed but not yet in the SQL log, read by group ``sql``.
+- the read side kept in the same atomic update (``redis_views.py``): ``P:feed`` stream of every
+  score in commit order, ``P:w:<output>`` sorted sets of current risk, ``P:version`` counter.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
+import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.adapters.codec import decode_logged, decode_score, encode_logged, encode_score
+from app.adapters.codec import (
+    decode_logged,
+    decode_score,
+    encode_logged,
+    encode_score,
+    score_to_dict,
+)
+from app.adapters.redis_common import ViewKeys, redis_errors
 from app.core.domain import Commit, EntityState, LoggedScore, Snapshot
-from app.core.errors import Unavailable
 from app.core.manifest import StateSpec
 from app.core.ports import Observe, ignore
 
+# KEYS: state, seen, order, outbox, feed, version, then one watchlist per output.
+# ARGV: expected step, event id, score JSON, dedup history, outbox entry, feed entry, feed length,
+#       entity id, number of outputs, that many risks, then the state hash's field/value pairs.
 _COMMIT = """
 local cur = redis.call('HGET', KEYS[1], 'step')
 if (tonumber(cur) or 0) ~= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+local n_out = tonumber(ARGV[9])
+redis.call('HSET', KEYS[1], unpack(ARGV, 10 + n_out))
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 local n = redis.call('LPUSH', KEYS[3], ARGV[2])
 local keep = tonumber(ARGV[4])
@@ -40,18 +50,15 @@ if n > keep then
   redis.call('HDEL', KEYS[2], unpack(old))
 end
 redis.call('XADD', KEYS[4], '*', 'd', ARGV[5])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'd', ARGV[6])
+redis.call('INCR', KEYS[6])
+for i = 1, n_out do
+  redis.call('ZADD', KEYS[6 + i], ARGV[9 + i], ARGV[8])
+end
 return 1
 """
 
 _GROUP = "sql"
-
-
-@contextlib.asynccontextmanager
-async def redis_errors() -> AsyncIterator[None]:
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as exc:
-        raise Unavailable(f"Redis is unreachable: {exc}", field="redis") from exc
 
 
 class RedisStateStore:
@@ -62,13 +69,26 @@ class RedisStateStore:
         prefix: str,
         states: Sequence[StateSpec],
         dedup_history: int,
+        outputs: Sequence[str],
+        feed_length: int = 100_000,
         observe: Observe = ignore,
     ) -> None:
         self._r = client
+        self._outputs = tuple(outputs)
+        self._feed_length = feed_length
+        self.keys = ViewKeys(prefix)
         self._observe = observe
         self._prefix = prefix
         self._specs = tuple(states)
-        self._fields = ["step", "t", "mv", "latest", *(f"x:{s.name}" for s in self._specs)]
+        self._fields = [
+            "step",
+            "t",
+            "mv",
+            "latest",
+            "prev",
+            "alerts",
+            *(f"x:{s.name}" for s in self._specs),
+        ]
         self._history = dedup_history
         self._commit = client.register_script(_COMMIT)
         self.outbox_key = f"{prefix}:outbox"
@@ -78,7 +98,7 @@ class RedisStateStore:
         return f"{p}:s:{entity_id}", f"{p}:d:{entity_id}", f"{p}:o:{entity_id}"
 
     def _decode(self, row: list[bytes | None]) -> EntityState | None:
-        step, t, mv, latest, *raw = row
+        step, t, mv, latest, prev, alerts, *raw = row
         if step is None or t is None or mv is None:
             return None
         tensors: dict[str, np.ndarray] = {}
@@ -93,6 +113,8 @@ class RedisStateStore:
             model_key=mv.decode(),
             tensors=tensors,
             latest=decode_score(latest) if latest else None,
+            previous=decode_score(prev) if prev else None,
+            alerts=orjson.loads(alerts) if alerts else {},
         )
 
     async def load(self, keys: Sequence[tuple[str, str]]) -> list[Snapshot]:
@@ -128,17 +150,31 @@ class RedisStateStore:
                     state.model_key,
                 ]
                 encoded = encode_score(score)
-                fields += ["latest", encoded]
+                fields += ["latest", encoded, "alerts", orjson.dumps(state.alerts)]
+                if state.previous is not None:
+                    fields += ["prev", encode_score(state.previous)]
                 for name, tensor in state.tensors.items():
                     fields += [f"x:{name}", np.ascontiguousarray(tensor, np.float32).tobytes()]
+                feed_entry = orjson.dumps({"score": score_to_dict(score), "alerts": state.alerts})
                 await self._commit(
-                    keys=[*self._keys(score.entity_id), self.outbox_key],
+                    keys=[
+                        *self._keys(score.entity_id),
+                        self.outbox_key,
+                        self.keys.feed,
+                        self.keys.version,
+                        *(self.keys.watchlist(o) for o in self._outputs),
+                    ],
                     args=[
                         c.expected_step,
                         score.event_id,
                         encoded,
                         self._history,
                         encode_logged(c.logged),
+                        feed_entry,
+                        self._feed_length,
+                        score.entity_id,
+                        len(self._outputs),
+                        *(repr(float(score.risk[o])) for o in self._outputs),
                         *fields,
                     ],
                     client=pipe,
@@ -155,7 +191,13 @@ class RedisStateStore:
 
     async def forget(self, entity_id: str) -> bool:
         async with redis_errors():
-            return bool(await self._r.delete(*self._keys(entity_id)))
+            pipe = self._r.pipeline(transaction=True)
+            pipe.delete(*self._keys(entity_id))
+            for output in self._outputs:
+                pipe.zrem(self.keys.watchlist(output), entity_id)
+            pipe.incr(self.keys.version)
+            deleted, *_ = await pipe.execute()
+        return bool(deleted)
 
     async def ping(self) -> None:
         async with redis_errors():

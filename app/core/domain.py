@@ -48,6 +48,8 @@ class EntityState:
     model_key: str  # "name/version" of the model that made ``tensors``
     tensors: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (L, H) float32
     latest: Score | None = None
+    previous: Score | None = None  # the score before ``latest``, for the change between them
+    alerts: dict[str, float] = field(default_factory=dict)  # output -> time the alert began
 
 
 @dataclass(frozen=True, slots=True)

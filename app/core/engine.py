@@ -10,13 +10,14 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 
+from app.core.alerts import Threshold, next_alerts
 from app.core.domain import Commit, EntityState, Event, LoggedScore, Outcome, Score, Snapshot
 from app.core.errors import Contention, InvalidInput, OutOfOrder, RiskstreamError, UnknownEntity
 from app.core.ports import RiskModel, ScoreLog, StateStore
@@ -58,7 +59,9 @@ class ScoringEngine:
         clock: Callable[[], float] = time.time,
         new_score_id: Callable[[], str] = _new_score_id,
         stats: EngineStats | None = None,
+        thresholds: Mapping[str, Threshold] | None = None,
     ) -> None:
+        self.thresholds = dict(thresholds or {})
         self.stats: EngineStats = stats or NoStats()
         self.model = model
         self._store = store
@@ -242,6 +245,13 @@ class ScoringEngine:
                     for name, _ in self._state_specs
                 },
                 latest=score,
+                previous=plan.prior.latest if plan.prior is not None else None,
+                alerts=next_alerts(
+                    plan.prior.alerts if plan.prior is not None else {},
+                    score.risk,
+                    self.thresholds,
+                    event.time,
+                ),
             )
             commits.append(Commit(prior_step, state, LoggedScore(score, dict(event.values))))
         return commits

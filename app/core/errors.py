@@ -51,3 +51,10 @@ class Contention(Unavailable):
 
 class ModelContractError(Exception):
     """The artifact does not follow the model contract: the service refuses to load it."""
+
+
+class CursorExpired(RiskstreamError):
+    """The feed no longer holds scores that old: start again from the watchlist."""
+
+    status = 410
+    code = "cursor_expired"
