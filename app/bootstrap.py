@@ -6,9 +6,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from starlette.responses import RedirectResponse
+from starlette.staticfiles import StaticFiles
 
 from app import __version__
 from app.adapters.embedded_redis import EmbeddedRedis
@@ -24,11 +27,12 @@ from app.core.drain import OutboxDrainer
 from app.core.engine import ScoringEngine
 from app.services import Services
 from app.settings import Settings
-from app.web import entities, errors, events, metrics, system
+from app.web import entities, errors, events, metrics, system, views
 from app.web.limits import BodySizeLimit
 from app.web.responses import JSON
 
 log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).parent / "web" / "static"
 
 
 def thresholds(settings: Settings, outputs: tuple[str, ...]) -> dict[str, Threshold]:
@@ -134,4 +138,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(entities.router)
     app.include_router(system.router)
     app.include_router(metrics.router)
+    app.include_router(views.router)
+    app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True, check_dir=False), name="ui")
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
     return app

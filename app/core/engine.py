@@ -284,3 +284,10 @@ class ScoringEngine:
         self, entity_id: str, *, since: datetime | None, after_step: int | None, limit: int
     ) -> list[Score]:
         return await self._log.history(entity_id, since=since, after_step=after_step, limit=limit)
+
+    async def history_with_values(
+        self, entity_id: str, *, since: datetime | None, after_step: int | None, limit: int
+    ) -> list[LoggedScore]:
+        return await self._log.history_with_values(
+            entity_id, since=since, after_step=after_step, limit=limit
+        )

@@ -37,19 +37,27 @@ async def get_scores(
         int | None, Query(ge=0, description="Page cursor: the previous page's next_after_step")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    include_values: Annotated[
+        bool, Query(description="Add each event's values as received (for charts)")
+    ] = False,
 ) -> JSON:
     if since is not None and since.tzinfo is None:
         raise InvalidInput("since has no UTC offset; add 'Z' or e.g. '+01:00'", field="since")
-    scores = await services.engine.history(
-        entity_id, since=since, after_step=after_step, limit=limit
-    )
-    return JSON(
-        {
-            "entity_id": entity_id,
-            "scores": [render.score(s) for s in scores],
-            "next_after_step": scores[-1].step if len(scores) == limit else None,
-        }
-    )
+    page: dict[str, Any] = {"entity_id": entity_id}
+    if include_values:
+        logged = await services.engine.history_with_values(
+            entity_id, since=since, after_step=after_step, limit=limit
+        )
+        page["scores"] = [{**render.score(r.score), "values": r.values} for r in logged]
+        steps = [r.score.step for r in logged]
+    else:
+        scores = await services.engine.history(
+            entity_id, since=since, after_step=after_step, limit=limit
+        )
+        page["scores"] = [render.score(s) for s in scores]
+        steps = [s.step for s in scores]
+    page["next_after_step"] = steps[-1] if len(steps) == limit else None
+    return JSON(page)
 
 
 @router.delete(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.adapters.redis_views import FeedEntry, Watched
 from app.core.domain import EntityState, Outcome, Score
 from app.web.schemas import iso
 
@@ -31,4 +32,28 @@ def latest(state: EntityState) -> dict[str, Any]:
     body = score(state.latest)
     body["step"] = state.step
     body["last_event_time"] = iso(state.last_time)
+    return body
+
+
+def alerts(active: dict[str, float]) -> dict[str, Any]:
+    return {output: {"since": iso(since)} for output, since in active.items()}
+
+
+def watched(w: Watched, outputs: tuple[str, ...]) -> dict[str, Any]:
+    body = score(w.latest)
+    body["step"] = w.step
+    body["last_event_time"] = iso(w.last_time)
+    previous = w.previous.risk if w.previous is not None else {}
+    body["change"] = {
+        o: (w.latest.risk[o] - previous[o]) if o in previous else None for o in outputs
+    }
+    active = alerts(w.alerts)
+    body["alerts"] = {o: active.get(o) for o in outputs}
+    return body
+
+
+def feed_entry(entry: FeedEntry) -> dict[str, Any]:
+    body = score(entry.score)
+    body["cursor"] = entry.cursor
+    body["alerts"] = alerts(entry.alerts)
     return body

@@ -103,6 +103,12 @@ class FakeLog:
         )
         return rows[:limit]
 
+    async def history_with_values(
+        self, entity_id: str, *, since: datetime | None, after_step: int | None, limit: int
+    ) -> list[LoggedScore]:
+        page = await self.history(entity_id, since=since, after_step=after_step, limit=limit)
+        return [self.scores[s.score_id] for s in page]
+
     async def find(self, entity_id: str, event_id: str) -> Score | None:
         for r in self.scores.values():
             if (r.score.entity_id, r.score.event_id) == (entity_id, event_id):

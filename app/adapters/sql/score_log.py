@@ -222,16 +222,32 @@ class SqlScoreLog:
                 await self._insert_events(connection, [_event_row(r) for r in chunk])
         return new
 
-    async def history(
-        self, entity_id: str, *, since: datetime | None, after_step: int | None, limit: int
-    ) -> list[Score]:
+    def _history_query(
+        self, entity_id: str, since: datetime | None, after_step: int | None, limit: int
+    ) -> Select[*tuple[Any, ...]]:
         query = select(*_SCORE_COLUMNS).where(scores.c.entity_id == entity_id)
         if since is not None:
             query = query.where(scores.c.event_time >= _utc(since))
         if after_step is not None:
             query = query.where(scores.c.step > after_step)
-        query = query.order_by(scores.c.step, scores.c.id).limit(limit)
+        return query.order_by(scores.c.step, scores.c.id).limit(limit)
+
+    async def history(
+        self, entity_id: str, *, since: datetime | None, after_step: int | None, limit: int
+    ) -> list[Score]:
+        query = self._history_query(entity_id, since, after_step, limit)
         return [_score(row) for row in await self._fetch(query)]
+
+    async def history_with_values(
+        self, entity_id: str, *, since: datetime | None, after_step: int | None, limit: int
+    ) -> list[LoggedScore]:
+        """The same page as ``history``, each score with the event values it came from."""
+        query = (
+            self._history_query(entity_id, since, after_step, limit)
+            .add_columns(events.c["values"])
+            .outerjoin(events, events.c.score_id == scores.c.score_id)
+        )
+        return [LoggedScore(_score(row), row.values or {}) for row in await self._fetch(query)]
 
     async def find(self, entity_id: str, event_id: str) -> Score | None:
         query = (
