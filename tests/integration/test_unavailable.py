@@ -26,9 +26,7 @@ async def test_redis_down_gives_503_with_retry_after(settings: Settings, tmp_pat
             with contextlib.suppress(redis.exceptions.ConnectionError):
                 redis.Redis.from_url(url).shutdown(nosave=True)
 
-            response = await client.post(
-                "/v1/entities/p1/events", json={**body, "event_id": "e2"}
-            )
+            response = await client.post("/v1/entities/p1/events", json={**body, "event_id": "e2"})
             assert response.status_code == 503, response.text
             assert response.headers["retry-after"] == str(own.retry_after_seconds)
             assert response.json()["error"]["code"] == "unavailable"
