@@ -78,6 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if argv and argv[0] == "evaluate":
         return _evaluate(argv[1:])
+    if argv and argv[0] == "demo":
+        from app.demo import main as demo_main
+
+        demo_result: int = demo_main(list(argv[1:]))
+        return demo_result
     if argv and argv[0] == "bench":
         from app.bench import main as bench_main
 
