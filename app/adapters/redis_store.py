@@ -186,7 +186,9 @@ class RedisStateStore:
 
     async def get(self, entity_id: str) -> EntityState | None:
         async with redis_errors():
-            row = await self._r.hmget(self._keys(entity_id)[0], self._fields)
+            row: list[bytes | None] = await self._r.hmget(  # type: ignore[assignment]
+                self._keys(entity_id)[0], self._fields
+            )
         return self._decode(row)
 
     async def forget(self, entity_id: str) -> bool:
@@ -240,7 +242,7 @@ class RedisOutbox:
                     count=limit,
                     block=block_ms or None,
                 )
-                entries = reply[0][1] if reply else []
+                entries = reply[0][1] if reply else []  # type: ignore[index]
         return [(entry_id.decode(), decode_logged(fields[b"d"])) for entry_id, fields in entries]
 
     async def ack(self, ids: Sequence[str]) -> None:

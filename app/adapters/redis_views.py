@@ -58,7 +58,7 @@ class RedisViews:
             )
             pipe = self._r.pipeline(transaction=False)
             for entity_id in ids:
-                pipe.hmget(self.keys.state(entity_id.decode()), _WATCH_FIELDS)
+                pipe.hmget(self.keys.state(_text(entity_id)), _WATCH_FIELDS)
             rows = await pipe.execute() if ids else []
         watched = []
         for step, t, latest, prev, alerts in rows:
@@ -95,7 +95,11 @@ class RedisViews:
     async def last_cursor(self) -> str | None:
         async with redis_errors():
             last = await self._r.xrevrange(self.keys.feed, "+", "-", count=1)
-        return last[0][0].decode() if last else None
+        return _text(last[0][0]) if last else None
+
+
+def _text(raw: object) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def _key(cursor: str) -> tuple[int, int]:

@@ -84,15 +84,15 @@ class ScoringEngine:
 
     def check(self, event: Event) -> None:
         """Raise ``InvalidInput`` naming the field if the model cannot take this event."""
-        for field, value in (("entity_id", event.entity_id), ("event_id", event.event_id)):
-            if not value:
+        for field, ident in (("entity_id", event.entity_id), ("event_id", event.event_id)):
+            if not ident:
                 raise InvalidInput(f"{field} must not be empty", field=field)
-            if len(value) > self._max_id_length:
+            if len(ident) > self._max_id_length:
                 raise InvalidInput(
-                    f"{field} is {len(value)} characters long; at most {self._max_id_length}",
+                    f"{field} is {len(ident)} characters long; at most {self._max_id_length}",
                     field=field,
                 )
-            if not value.isprintable():
+            if not ident.isprintable():
                 raise InvalidInput(f"{field} has unprintable characters", field=field)
         for name, value in event.values.items():
             if name not in self._feature_index:
