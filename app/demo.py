@@ -127,19 +127,16 @@ def load_patients(
         if not rows:
             continue
         patients.append(Patient(pid, admit, rows))
-        admit += rng.uniform(0.0, 2.0 * admit_every)
+        admit += round(rng.uniform(0.0, 2.0 * admit_every) * 12) / 12  # on 5-minute marks
     return patients
 
 
-def _discharge(client: httpx.Client, patient_id: str) -> datetime | None:
-    """A patient the service already knows (an earlier replay) is discharged: its state is
-    forgotten, its scores stay. Returns the time of its last event."""
+def _last_event_time(client: httpx.Client, patient_id: str) -> datetime | None:
+    """When the service already knows the patient (an earlier replay): its last event's time."""
     r = client.get(f"/v1/entities/{patient_id}/risk")
     if r.status_code != 200:
         return None
-    last = datetime.fromisoformat(str(r.json()["last_event_time"]).replace("Z", "+00:00"))
-    client.delete(f"/v1/entities/{patient_id}")
-    return last
+    return datetime.fromisoformat(str(r.json()["last_event_time"]).replace("Z", "+00:00"))
 
 
 def _post(client: httpx.Client, batch: list[dict[str, Any]], progress: Progress) -> None:
@@ -206,10 +203,11 @@ def main(argv: list[str]) -> int:
         outputs = [o["name"] for o in manifest["outputs"]]
         patients = load_patients(data, features, args.patients, args.seed, args.admit_every)
         hours = sum(len(p.rows) for p in patients)
-        # The replay's clock starts now, or after the last event of an earlier replay, so that
-        # running the demo again readmits its patients instead of conflicting with their past.
+        # The replay's clock starts now, or after the last event of an earlier replay: running
+        # the demo again continues its patients' stays later instead of conflicting with them.
         base = datetime.now(UTC).replace(second=0, microsecond=0)
-        earlier = [t for t in (_discharge(client, p.patient_id) for p in patients) if t is not None]
+        known = (_last_event_time(client, p.patient_id) for p in patients)
+        earlier = [t for t in known if t is not None]
         if earlier:
             after = max(earlier).replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
             base = max(base, after)

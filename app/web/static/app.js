@@ -195,7 +195,7 @@
     return el("td", { class: `num trend ${dir}`, title: `${words} since the previous score` },
       el("span", { "aria-hidden": "true", class: "arrow" }, arrow), " ",
       el("span", { class: "visually-hidden" }, `${words}: `),
-      `${pp >= 0 ? "+" : "−"}${Math.abs(pp).toFixed(1)}`);
+      Math.abs(pp) < 0.05 ? "0.0" : `${pp > 0 ? "+" : "−"}${Math.abs(pp).toFixed(1)}`);
   }
 
   function riskCell(p, output) {
@@ -332,6 +332,8 @@
         if (state.entity !== ent) return; // another entity was opened meanwhile
         const got = r.body.scores || [];
         ent.scores.push(...got.filter((s) => after === null || s.step > after));
+        // in time order for the chart (a forgotten and re-admitted entity starts its steps anew)
+        ent.scores.sort((a, b) => Date.parse(a.time) - Date.parse(b.time) || a.step - b.step);
         if (!r.body.next_after_step || !got.length) break;
       }
       if (ent.following || ent.sel < 0) ent.sel = ent.scores.length - 1;

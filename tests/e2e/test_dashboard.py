@@ -1,0 +1,256 @@
+"""The dashboard in a real browser: headless Debian Chromium driven by Playwright, against a real
+``riskstream serve`` process fed with PhysioNet sample patients.
+
+Skipped when Playwright's Python package or /usr/bin/chromium is missing (never downloads a
+browser). ``UPDATE_SCREENSHOTS=1`` also writes the screenshots to docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.demo import DEFAULT_DATA, load_patients
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, REPO, Service
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install)")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"needs Debian's chromium at {CHROMIUM}"),
+    pytest.mark.timeout(120),
+]
+
+VIEWPORT = {"width": 1280, "height": 800}
+WAIT_MS = 10_000
+
+
+def iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def ward(service: Service, patients: int = 14, hours: int = 60) -> dict[str, datetime]:
+    """Sample patients, each last seen minutes to an hour ago; returns their last event times."""
+    manifest = httpx.get(f"{service.url}/v1/model").json()
+    features = [f["name"] for f in manifest["features"]]
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    events: list[dict[str, Any]] = []
+    last: dict[str, datetime] = {}
+    for i, p in enumerate(load_patients(DEFAULT_DATA, features, patients, seed=14, admit_every=1)):
+        rows = p.rows[:hours]
+        end = now - timedelta(minutes=(i * 13) % 70 + 2)
+        for k, (hour, values) in enumerate(rows):
+            t = end - timedelta(hours=len(rows) - 1 - k)
+            events.append(
+                {
+                    "entity_id": p.patient_id,
+                    "event_id": f"h{hour}",
+                    "time": iso(t),
+                    "values": values,
+                }
+            )
+        last[p.patient_id] = end
+    post(service, events)
+    return last
+
+
+def post(service: Service, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    r = httpx.post(f"{service.url}/v1/events", json=events, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["rejected"] == 0, body
+    results: list[dict[str, Any]] = body["results"]
+    return results
+
+
+def save(page: Any, tmp_path: Path, name: str) -> None:
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    path = tmp_path / name
+    page.screenshot(path=str(path))
+    if os.environ.get("UPDATE_SCREENSHOTS"):
+        target = REPO / "docs" / "screenshots"
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target / name)
+
+
+def rows(page: Any) -> list[str]:
+    ids: list[str] = page.eval_on_selector_all(
+        "#watchlist-body tr", "trs => trs.map(tr => tr.dataset.entity)"
+    )
+    return ids
+
+
+def test_watchlist_updates_live_and_an_entity_opens_its_charts(
+    service: Service, tmp_path: Path
+) -> None:
+    last = ward(service)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{service.url}/")  # redirected to /ui/
+            page.wait_for_selector('#conn[data-state="live"]', timeout=WAIT_MS)
+            page.wait_for_function(
+                f"document.querySelectorAll('#watchlist-body tr').length === {len(last)}",
+                timeout=WAIT_MS,
+            )
+            # highest current risk first, as the service orders it
+            listed = httpx.get(f"{service.url}/v1/watchlist").json()
+            assert rows(page) == [e["entity_id"] for e in listed["entities"]]
+            page.evaluate("window.__sameDocument = true")
+
+            # new scores reach the table without a reload: a new entity, and a known one's step
+            top = rows(page)[0]
+            top_step = int(page.inner_text(f'#watchlist-body tr[data-entity="{top}"] td.step'))
+            now = datetime.now(UTC)
+            post(
+                service,
+                [
+                    {
+                        "entity_id": top,
+                        "event_id": "late1",
+                        "time": iso(now),
+                        "values": {"HR": 131},
+                    },
+                    *(
+                        {
+                            "entity_id": "bed-15",
+                            "event_id": f"e{k}",
+                            "time": iso(now - timedelta(minutes=40 * (3 - k))),
+                            "values": {"HR": 90 + 10 * k, "Creatinine": 1.1 + 0.4 * k},
+                        }
+                        for k in range(3)
+                    ),
+                ],
+            )
+            page.wait_for_selector('#watchlist-body tr[data-entity="bed-15"]', timeout=WAIT_MS)
+            page.wait_for_function(
+                "([id, step]) => document.querySelector("
+                "`#watchlist-body tr[data-entity='${id}'] td.step`)?.textContent === String(step)",
+                arg=[top, top_step + 1],
+                timeout=WAIT_MS,
+            )
+            assert page.evaluate("window.__sameDocument") is True
+            assert page.inner_text('#watchlist-body tr[data-entity="bed-15"] td.step') == "3"
+
+            # sortable: by entity, ascending
+            page.click('#watchlist th[data-key="entity_id"] button')
+            assert page.get_attribute('#watchlist th[data-key="entity_id"]', "aria-sort") == (
+                "ascending"
+            )
+            assert rows(page) == sorted(rows(page))
+            page.click('#watchlist th[data-key="risk"] button')
+            assert page.get_attribute('#watchlist th[data-key="risk"]', "aria-sort") == (
+                "descending"
+            )
+            save(page, tmp_path, "watchlist.png")
+
+            # open the entity of the longest stay among the top six that went into alert
+            history = {
+                e: httpx.get(f"{service.url}/v1/entities/{e}/scores", params={"limit": 1000}).json()
+                for e in rows(page)[:6]
+            }
+            raise_at = listed["thresholds"][listed["output"]]["raise"]
+
+            def interest(e: str) -> tuple[bool, int]:
+                scores = history[e]["scores"]
+                peak = max(s["risk"][listed["output"]] for s in scores)
+                return peak >= raise_at, len(scores)
+
+            entity = max(history, key=interest)
+            n = len(history[entity]["scores"])
+            page.click(f'button.entity-link[data-entity="{entity}"]')
+            page.wait_for_selector("#charts figure.chart svg circle.pt", timeout=WAIT_MS)
+            assert page.inner_text("#detail-title") == entity
+            outputs = [o["name"] for o in httpx.get(f"{service.url}/v1/model").json()["outputs"]]
+            figures = page.locator("#charts figure.chart")
+            assert figures.count() == len(outputs)
+            for i, output in enumerate(outputs):
+                figure = figures.nth(i)
+                assert figure.get_attribute("data-output") == output
+                assert figure.locator("svg.risk-chart").count() == 1
+                assert figure.locator("circle.pt").count() == n  # one marker per event
+                assert figure.locator("line.thr-raise").count() == 1
+                assert figure.locator("line.thr-clear").count() == 1
+                assert (figure.locator("path.risk-line").get_attribute("d") or "").startswith("M")
+            # the latest event is selected; its raw values are listed
+            assert f"step {n} " in page.inner_text("#event-title")
+            assert page.locator("#values-body tr").count() > 3
+            assert "HR" in page.inner_text("#values-body")
+            # pick an event on the chart, then step with the keyboard
+            figures.first.locator("circle.pt").first.click()
+            assert "step 1 " in page.inner_text("#event-title")
+            page.keyboard.press("ArrowRight")
+            assert "step 2 " in page.inner_text("#event-title")
+            page.keyboard.press("End")
+            assert f"step {n} " in page.inner_text("#event-title")
+            save(page, tmp_path, "entity.png")
+
+            # the chart follows new events of the open entity
+            post(
+                service,
+                [
+                    {
+                        "entity_id": entity,
+                        "event_id": "late2",
+                        "time": iso(datetime.now(UTC) + timedelta(minutes=1)),
+                        "values": {"HR": 140},
+                    }
+                ],
+            )
+            page.wait_for_function(
+                f"document.querySelector('#charts figure.chart').querySelectorAll('circle.pt')"
+                f".length === {n + 1}",
+                timeout=WAIT_MS,
+            )
+            assert errors == []
+        finally:
+            browser.close()
+
+
+def test_without_the_event_stream_it_polls_with_etags(service: Service) -> None:
+    ward(service, patients=3, hours=5)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.route("**/v1/stream*", lambda route: route.abort())
+            statuses: list[int] = []
+            page.on(
+                "response",
+                lambda r: statuses.append(r.status) if "/v1/watchlist" in r.url else None,
+            )
+            page.goto(f"{service.url}/ui/")
+            page.wait_for_selector('#conn[data-state="polling"]', timeout=WAIT_MS)
+            page.wait_for_function(
+                "document.querySelectorAll('#watchlist-body tr').length === 3", timeout=WAIT_MS
+            )
+            post(
+                service,
+                [
+                    {
+                        "entity_id": "bed-9",
+                        "event_id": "a",
+                        "time": iso(datetime.now(UTC)),
+                        "values": {},
+                    }
+                ],
+            )
+            page.wait_for_selector('#watchlist-body tr[data-entity="bed-9"]', timeout=WAIT_MS)
+            # nothing new: the next polls are answered 304 Not Modified
+            deadline = 20
+            while 304 not in statuses and deadline:
+                page.wait_for_timeout(500)
+                deadline -= 1
+            assert 304 in statuses, statuses
+            assert statuses[0] == 200
+        finally:
+            browser.close()
