@@ -120,14 +120,17 @@ def load_patients(
             if v is not None and not (isinstance(v, float) and math.isnan(v)):
                 values[name] = float(v)
         by_patient[str(pid)].append((int(columns["hour"][i]), values))
+    # A third of the ward is there from the start (arriving five minutes apart), the others
+    # are admitted one by one, on average every `admit_every` hours, on 5-minute marks.
     patients = []
     admit = 0.0
-    for pid in chosen:
+    for i, pid in enumerate(chosen):
         rows = sorted(by_patient[pid], key=lambda r: r[0])
         if not rows:
             continue
         patients.append(Patient(pid, admit, rows))
-        admit += round(rng.uniform(0.0, 2.0 * admit_every) * 12) / 12  # on 5-minute marks
+        gap = 5 / 60 if i < len(chosen) // 3 else rng.uniform(0.0, 2.0 * admit_every)
+        admit += round(gap * 12) / 12
     return patients
 
 

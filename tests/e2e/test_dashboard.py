@@ -1,8 +1,9 @@
 """The dashboard in a real browser: headless Debian Chromium driven by Playwright, against a real
 ``riskstream serve`` process fed with PhysioNet sample patients.
 
-Skipped when Playwright's Python package or /usr/bin/chromium is missing (never downloads a
-browser). ``UPDATE_SCREENSHOTS=1`` also writes the screenshots to docs/screenshots/.
+The browser tests are skipped when Playwright's Python package or /usr/bin/chromium is missing
+(they never download a browser). ``UPDATE_SCREENSHOTS=1`` also writes the screenshots to
+docs/screenshots/.
 """
 
 from __future__ import annotations
@@ -17,15 +18,19 @@ import httpx
 import pytest
 
 from app.demo import DEFAULT_DATA, load_patients
+from app.demo import main as demo
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, REPO, Service
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install)")
+try:
+    from playwright import sync_api
+except ImportError:  # the demo test still runs
+    sync_api = None
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"needs Debian's chromium at {CHROMIUM}"),
-    pytest.mark.timeout(120),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+browser_test = pytest.mark.skipif(
+    sync_api is None or not CHROMIUM.exists(),
+    reason=f"needs playwright (pip) and Debian's chromium at {CHROMIUM}",
+)
 
 VIEWPORT = {"width": 1280, "height": 800}
 WAIT_MS = 10_000
@@ -86,6 +91,7 @@ def rows(page: Any) -> list[str]:
     return ids
 
 
+@browser_test
 def test_watchlist_updates_live_and_an_entity_opens_its_charts(
     service: Service, tmp_path: Path
 ) -> None:
@@ -216,6 +222,7 @@ def test_watchlist_updates_live_and_an_entity_opens_its_charts(
             browser.close()
 
 
+@browser_test
 def test_without_the_event_stream_it_polls_with_etags(service: Service) -> None:
     ward(service, patients=3, hours=5)
     with sync_api.sync_playwright() as pw:
@@ -254,3 +261,25 @@ def test_without_the_event_stream_it_polls_with_etags(service: Service) -> None:
             assert statuses[0] == 200
         finally:
             browser.close()
+
+
+def test_demo_replays_patients_and_can_run_again(service: Service) -> None:
+    args = ["--url", service.url, "--patients", "3", "--speedup", "1e6", "--max-seconds", "20"]
+    assert demo([*args, "--quiet"]) == 0
+    listed = httpx.get(f"{service.url}/v1/watchlist").json()["entities"]
+    assert len(listed) == 3
+    features = [f["name"] for f in httpx.get(f"{service.url}/v1/model").json()["features"]]
+    hours = {p.patient_id: len(p.rows) for p in load_patients(DEFAULT_DATA, features, 3, 0, 1.5)}
+    assert {e["entity_id"]: e["step"] for e in listed} == hours
+    # one hourly event per row, an hour apart, with the row's measured values
+    entity = listed[0]["entity_id"]
+    page = httpx.get(
+        f"{service.url}/v1/entities/{entity}/scores", params={"limit": 3, "include_values": True}
+    ).json()["scores"]
+    times = [datetime.fromisoformat(s["time"].replace("Z", "+00:00")) for s in page]
+    assert times[1] - times[0] == times[2] - times[1] == timedelta(hours=1)
+    assert all(s["values"] and set(s["values"]) <= set(features) for s in page)
+    # again: the same patients' stays go on after their last events, nothing is rejected
+    assert demo([*args, "--quiet"]) == 0
+    again = httpx.get(f"{service.url}/v1/watchlist").json()["entities"]
+    assert {e["entity_id"]: e["step"] for e in again} == {p: 2 * n for p, n in hours.items()}
