@@ -259,6 +259,25 @@ def test_without_the_event_stream_it_polls_with_etags(service: Service) -> None:
                 deadline -= 1
             assert 304 in statuses, statuses
             assert statuses[0] == 200
+            # an open entity's chart follows its new events by polling too
+            page.click('button.entity-link[data-entity="bed-9"]')
+            page.wait_for_selector("#charts figure.chart circle.pt", timeout=WAIT_MS)
+            post(
+                service,
+                [
+                    {
+                        "entity_id": "bed-9",
+                        "event_id": "b",
+                        "time": iso(datetime.now(UTC)),
+                        "values": {},
+                    }
+                ],
+            )
+            page.wait_for_function(
+                "document.querySelector('#charts figure.chart').querySelectorAll('circle.pt')"
+                ".length === 2",
+                timeout=WAIT_MS,
+            )
         finally:
             browser.close()
 

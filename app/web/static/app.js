@@ -142,6 +142,10 @@
           const t = Date.parse(e.time);
           if (t > state.newestEvent) state.newestEvent = t;
         }
+        // the open entity's chart follows its new events, whether they came by stream or poll
+        const open = state.entity && state.rows.find((e) => e.entity_id === state.entity.id);
+        const loaded = state.entity?.scores.at(-1)?.step ?? 0;
+        if (open && open.step > loaded && state.entity.scores.length) scheduleHistory();
         $("wl-updated").textContent = new Date().toLocaleTimeString();
         $("wl-updated").dateTime = new Date().toISOString();
       }
@@ -324,6 +328,8 @@
   async function loadHistory() {
     const ent = state.entity;
     if (!ent) return;
+    if (ent.loading) { ent.again = true; return; } // one request at a time: no duplicate points
+    ent.loading = true;
     try {
       for (let page = 0; page < 20; page += 1) {
         const after = ent.scores.length ? ent.scores[ent.scores.length - 1].step : null;
@@ -340,6 +346,9 @@
       renderDetail();
     } catch (err) {
       if (state.entity === ent) $("detail-meta").textContent = `Could not load the history: ${err.message}`;
+    } finally {
+      ent.loading = false;
+      if (ent.again && state.entity === ent) { ent.again = false; scheduleHistory(); }
     }
   }
 
@@ -382,7 +391,9 @@
     const width = Math.max(320, Math.floor(inner) || 560);
     const frag = document.createDocumentFragment();
     for (const o of state.outputs) frag.append(chart(ent, o, width));
+    const focused = document.activeElement?.closest?.("figure.chart")?.dataset.output;
     charts.replaceChildren(frag);
+    if (focused) charts.querySelector(`figure[data-output="${CSS.escape(focused)}"] svg`)?.focus();
     renderValues();
   }
 
@@ -491,7 +502,9 @@
     const s = ent.scores[ent.sel];
     box.hidden = false;
     const risks = state.outputs.map((o) => `${describeOutput(o, true)} ${pct(s.risk?.[o])}`).join(" · ");
-    $("event-title").textContent = `Event ${s.event_id} · step ${s.step} · ${fmtTime(Date.parse(s.time), true)} · ${risks}`;
+    $("event-title").replaceChildren(
+      `Event ${s.event_id} · step ${s.step} · ${fmtTime(Date.parse(s.time), true)} `,
+      el("span", { class: "event-risk" }, risks));
     const showMissing = $("show-missing").checked;
     const body = $("values-body");
     const frag = document.createDocumentFragment();
