@@ -65,7 +65,7 @@ class Service:
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
+def server(tmp_path: Path) -> Iterator[Service]:
     server = Service(tmp_path / "data", tmp_path / "server.log")
     try:
         server.wait_ready()

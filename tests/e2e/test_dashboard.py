@@ -40,9 +40,9 @@ def iso(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
-def ward(service: Service, patients: int = 14, hours: int = 60) -> dict[str, datetime]:
+def ward(server: Service, patients: int = 14, hours: int = 60) -> dict[str, datetime]:
     """Sample patients, each last seen minutes to an hour ago; returns their last event times."""
-    manifest = httpx.get(f"{service.url}/v1/model").json()
+    manifest = httpx.get(f"{server.url}/v1/model").json()
     features = [f["name"] for f in manifest["features"]]
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     events: list[dict[str, Any]] = []
@@ -61,12 +61,12 @@ def ward(service: Service, patients: int = 14, hours: int = 60) -> dict[str, dat
                 }
             )
         last[p.patient_id] = end
-    post(service, events)
+    post(server, events)
     return last
 
 
-def post(service: Service, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    r = httpx.post(f"{service.url}/v1/events", json=events, timeout=60)
+def post(server: Service, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    r = httpx.post(f"{server.url}/v1/events", json=events, timeout=60)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["rejected"] == 0, body
@@ -93,23 +93,23 @@ def rows(page: Any) -> list[str]:
 
 @browser_test
 def test_watchlist_updates_live_and_an_entity_opens_its_charts(
-    service: Service, tmp_path: Path
+    server: Service, tmp_path: Path
 ) -> None:
-    last = ward(service)
+    last = ward(server)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport=VIEWPORT)
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{service.url}/")  # redirected to /ui/
+            page.goto(f"{server.url}/")  # redirected to /ui/
             page.wait_for_selector('#conn[data-state="live"]', timeout=WAIT_MS)
             page.wait_for_function(
                 f"document.querySelectorAll('#watchlist-body tr').length === {len(last)}",
                 timeout=WAIT_MS,
             )
             # highest current risk first, as the service orders it
-            listed = httpx.get(f"{service.url}/v1/watchlist").json()
+            listed = httpx.get(f"{server.url}/v1/watchlist").json()
             assert rows(page) == [e["entity_id"] for e in listed["entities"]]
             page.evaluate("window.__sameDocument = true")
 
@@ -118,7 +118,7 @@ def test_watchlist_updates_live_and_an_entity_opens_its_charts(
             top_step = int(page.inner_text(f'#watchlist-body tr[data-entity="{top}"] td.step'))
             now = datetime.now(UTC)
             post(
-                service,
+                server,
                 [
                     {
                         "entity_id": top,
@@ -161,7 +161,7 @@ def test_watchlist_updates_live_and_an_entity_opens_its_charts(
 
             # open the entity of the longest stay among the top six that went into alert
             history = {
-                e: httpx.get(f"{service.url}/v1/entities/{e}/scores", params={"limit": 1000}).json()
+                e: httpx.get(f"{server.url}/v1/entities/{e}/scores", params={"limit": 1000}).json()
                 for e in rows(page)[:6]
             }
             raise_at = listed["thresholds"][listed["output"]]["raise"]
@@ -176,7 +176,7 @@ def test_watchlist_updates_live_and_an_entity_opens_its_charts(
             page.click(f'button.entity-link[data-entity="{entity}"]')
             page.wait_for_selector("#charts figure.chart svg circle.pt", timeout=WAIT_MS)
             assert page.inner_text("#detail-title") == entity
-            outputs = [o["name"] for o in httpx.get(f"{service.url}/v1/model").json()["outputs"]]
+            outputs = [o["name"] for o in httpx.get(f"{server.url}/v1/model").json()["outputs"]]
             figures = page.locator("#charts figure.chart")
             assert figures.count() == len(outputs)
             for i, output in enumerate(outputs):
@@ -202,7 +202,7 @@ def test_watchlist_updates_live_and_an_entity_opens_its_charts(
 
             # the chart follows new events of the open entity
             post(
-                service,
+                server,
                 [
                     {
                         "entity_id": entity,
@@ -223,8 +223,8 @@ def test_watchlist_updates_live_and_an_entity_opens_its_charts(
 
 
 @browser_test
-def test_without_the_event_stream_it_polls_with_etags(service: Service) -> None:
-    ward(service, patients=3, hours=5)
+def test_without_the_event_stream_it_polls_with_etags(server: Service) -> None:
+    ward(server, patients=3, hours=5)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -235,13 +235,13 @@ def test_without_the_event_stream_it_polls_with_etags(service: Service) -> None:
                 "response",
                 lambda r: statuses.append(r.status) if "/v1/watchlist" in r.url else None,
             )
-            page.goto(f"{service.url}/ui/")
+            page.goto(f"{server.url}/ui/")
             page.wait_for_selector('#conn[data-state="polling"]', timeout=WAIT_MS)
             page.wait_for_function(
                 "document.querySelectorAll('#watchlist-body tr').length === 3", timeout=WAIT_MS
             )
             post(
-                service,
+                server,
                 [
                     {
                         "entity_id": "bed-9",
@@ -263,7 +263,7 @@ def test_without_the_event_stream_it_polls_with_etags(service: Service) -> None:
             page.click('button.entity-link[data-entity="bed-9"]')
             page.wait_for_selector("#charts figure.chart circle.pt", timeout=WAIT_MS)
             post(
-                service,
+                server,
                 [
                     {
                         "entity_id": "bed-9",
@@ -282,23 +282,23 @@ def test_without_the_event_stream_it_polls_with_etags(service: Service) -> None:
             browser.close()
 
 
-def test_demo_replays_patients_and_can_run_again(service: Service) -> None:
-    args = ["--url", service.url, "--patients", "3", "--speedup", "1e6", "--max-seconds", "20"]
+def test_demo_replays_patients_and_can_run_again(server: Service) -> None:
+    args = ["--url", server.url, "--patients", "3", "--speedup", "1e6", "--max-seconds", "20"]
     assert demo([*args, "--quiet"]) == 0
-    listed = httpx.get(f"{service.url}/v1/watchlist").json()["entities"]
+    listed = httpx.get(f"{server.url}/v1/watchlist").json()["entities"]
     assert len(listed) == 3
-    features = [f["name"] for f in httpx.get(f"{service.url}/v1/model").json()["features"]]
+    features = [f["name"] for f in httpx.get(f"{server.url}/v1/model").json()["features"]]
     hours = {p.patient_id: len(p.rows) for p in load_patients(DEFAULT_DATA, features, 3, 0, 1.5)}
     assert {e["entity_id"]: e["step"] for e in listed} == hours
     # one hourly event per row, an hour apart, with the row's measured values
     entity = listed[0]["entity_id"]
     page = httpx.get(
-        f"{service.url}/v1/entities/{entity}/scores", params={"limit": 3, "include_values": True}
+        f"{server.url}/v1/entities/{entity}/scores", params={"limit": 3, "include_values": True}
     ).json()["scores"]
     times = [datetime.fromisoformat(s["time"].replace("Z", "+00:00")) for s in page]
     assert times[1] - times[0] == times[2] - times[1] == timedelta(hours=1)
     assert all(s["values"] and set(s["values"]) <= set(features) for s in page)
     # again: the same patients' stays go on after their last events, nothing is rejected
     assert demo([*args, "--quiet"]) == 0
-    again = httpx.get(f"{service.url}/v1/watchlist").json()["entities"]
+    again = httpx.get(f"{server.url}/v1/watchlist").json()["entities"]
     assert {e["entity_id"]: e["step"] for e in again} == {p: 2 * n for p, n in hours.items()}
