@@ -282,8 +282,16 @@
       try { s = JSON.parse(ev.data); } catch (_) { return; }
       onScore(s);
     });
-    es.addEventListener("error", () => {
+    es.addEventListener("error", (ev) => {
       state.streamOpen = false;
+      if (ev.data) {
+        // the service's own `event: error` (e.g. the resume cursor expired): start afresh
+        es.close();
+        setConn("polling", "reconnecting…");
+        startPolling(POLL_MS_FALLBACK);
+        setTimeout(connectStream, 1000);
+        return;
+      }
       startPolling(POLL_MS_FALLBACK);
       if (es.readyState === EventSource.CLOSED) {
         setConn("polling", "polling");
