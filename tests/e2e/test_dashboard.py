@@ -19,7 +19,8 @@ import pytest
 
 from app.demo import DEFAULT_DATA, load_patients
 from app.demo import main as demo
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, REPO, Service
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, REPO
+from tests.support.server import ServerProcess
 
 try:
     from playwright import sync_api
@@ -40,7 +41,7 @@ def iso(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
-def ward(server: Service, patients: int = 14, hours: int = 60) -> dict[str, datetime]:
+def ward(server: ServerProcess, patients: int = 14, hours: int = 60) -> dict[str, datetime]:
     """Sample patients, each last seen minutes to an hour ago; returns their last event times."""
     manifest = httpx.get(f"{server.url}/v1/model").json()
     features = [f["name"] for f in manifest["features"]]
@@ -65,7 +66,7 @@ def ward(server: Service, patients: int = 14, hours: int = 60) -> dict[str, date
     return last
 
 
-def post(server: Service, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def post(server: ServerProcess, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     r = httpx.post(f"{server.url}/v1/events", json=events, timeout=60)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -93,7 +94,7 @@ def rows(page: Any) -> list[str]:
 
 @browser_test
 def test_watchlist_updates_live_and_an_entity_opens_its_charts(
-    server: Service, tmp_path: Path
+    server: ServerProcess, tmp_path: Path
 ) -> None:
     last = ward(server)
     with sync_api.sync_playwright() as pw:
@@ -223,7 +224,7 @@ def test_watchlist_updates_live_and_an_entity_opens_its_charts(
 
 
 @browser_test
-def test_without_the_event_stream_it_polls_with_etags(server: Service) -> None:
+def test_without_the_event_stream_it_polls_with_etags(server: ServerProcess) -> None:
     ward(server, patients=3, hours=5)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -282,7 +283,7 @@ def test_without_the_event_stream_it_polls_with_etags(server: Service) -> None:
             browser.close()
 
 
-def test_demo_replays_patients_and_can_run_again(server: Service) -> None:
+def test_demo_replays_patients_and_can_run_again(server: ServerProcess) -> None:
     args = ["--url", server.url, "--patients", "3", "--speedup", "1e6", "--max-seconds", "20"]
     assert demo([*args, "--quiet"]) == 0
     listed = httpx.get(f"{server.url}/v1/watchlist").json()["entities"]

@@ -22,7 +22,16 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, env: Mapping[str, str], log_path: Path, *, workers: int = 1) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        workers: int = 1,
+        inherit: bool = True,
+        cwd: Path | None = None,
+    ) -> None:
+        """``env`` adds to this environment; with ``inherit=False`` it is the whole of it."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = log_path.open("ab")
@@ -39,7 +48,8 @@ class ServerProcess:
                 "--log-level",
                 "warning",
             ],
-            env={**os.environ, **env},
+            env={**os.environ, **env} if inherit else dict(env),
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
