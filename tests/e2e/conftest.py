@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.server import ServerProcess
+from app.bench.server import ServerProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -25,9 +25,7 @@ def embedded_env(data_dir: Path) -> dict[str, str]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(
-        embedded_env(tmp_path / "data"), tmp_path / "server.log", inherit=False, cwd=REPO
-    )
+    server = ServerProcess(embedded_env(tmp_path / "data"), tmp_path / "server.log", inherit=False)
     try:
         yield server
     finally:

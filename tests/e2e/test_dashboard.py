@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
+from app.bench.server import ServerProcess
 from app.demo import DEFAULT_DATA, load_patients
 from app.demo import main as demo
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, REPO
-from tests.support.server import ServerProcess
 
 try:
     from playwright import sync_api

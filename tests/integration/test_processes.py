@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from app.adapters.sql.score_log import SqlScoreLog
+from app.bench.server import ServerProcess
 from app.settings import Settings
-from tests.support.server import ServerProcess
 from tests.support.service import wait_logged
 
 pytestmark = pytest.mark.slow

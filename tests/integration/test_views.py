@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.bench.server import ServerProcess
 from app.settings import Settings
-from tests.support.server import ServerProcess
 from tests.support.service import Running
 
 T0 = 1_790_000_000
