@@ -34,31 +34,74 @@ from app.core.domain import Commit, EntityState, LoggedScore, Snapshot
 from app.core.manifest import StateSpec
 from app.core.ports import Observe, ignore
 
-# KEYS: state, seen, order, outbox, feed, version, then one watchlist per output.
-# ARGV: expected step, event id, score JSON, dedup history, outbox entry, feed entry, feed length,
-#       entity id, number of outputs, that many risks, then the state hash's field/value pairs.
-_COMMIT = """
-local cur = redis.call('HGET', KEYS[1], 'step')
-if (tonumber(cur) or 0) ~= tonumber(ARGV[1]) then return 0 end
-local n_out = tonumber(ARGV[9])
-redis.call('HSET', KEYS[1], unpack(ARGV, 10 + n_out))
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-local n = redis.call('LPUSH', KEYS[3], ARGV[2])
-local keep = tonumber(ARGV[4])
-if n > keep then
-  local old = redis.call('RPOP', KEYS[3], n - keep)
-  redis.call('HDEL', KEYS[2], unpack(old))
+# One call per batch. KEYS: per event its state and seen-events hash.
+# ARGV: per event its event id. Returns per event the state fields and the earlier score, if any.
+_LOAD = """
+local out = {}
+for i = 1, #ARGV do
+  local row = redis.call('HMGET', KEYS[2 * i - 1], %s)
+  row[#row + 1] = redis.call('HGET', KEYS[2 * i], ARGV[i])
+  out[i] = row
 end
-redis.call('XADD', KEYS[4], '*', 'd', ARGV[5])
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'd', ARGV[6])
-redis.call('INCR', KEYS[6])
-for i = 1, n_out do
-  redis.call('ZADD', KEYS[6 + i], ARGV[9 + i], ARGV[8])
-end
-return 1
+return out
 """
 
+# One call per batch, each event its own compare-and-set.
+# KEYS: outbox, feed, version, one watchlist per output, then per event: state, seen, order.
+# ARGV: dedup history, feed length, number of outputs, then per event: expected step, event id,
+#       score JSON, outbox entry, feed entry, entity id, one risk per output, then the values of
+#       the state hash's fields (``_FIELDS``, ``prev`` possibly empty: left as it was).
+# Returns per event 1 (committed) or 0 (the step moved: retry).
+_COMMIT = """
+local keep, feed_len, n_out = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local per_event = 6 + n_out + %d
+local done = {}
+local a, k = 4, 3 + n_out + 1
+while a <= #ARGV do
+  local state, seen, order = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local cur = redis.call('HGET', state, 'step')
+  if (tonumber(cur) or 0) ~= tonumber(ARGV[a]) then
+    done[#done + 1] = 0
+  else
+    local id = ARGV[a + 1]
+    redis.call('HSET', seen, id, ARGV[a + 2])
+    local n = redis.call('LPUSH', order, id)
+    if n > keep then
+      local old = redis.call('RPOP', order, n - keep)
+      redis.call('HDEL', seen, unpack(old))
+    end
+    redis.call('XADD', KEYS[1], '*', 'd', ARGV[a + 3])
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', feed_len, '*', 'd', ARGV[a + 4])
+    redis.call('INCR', KEYS[3])
+    for j = 1, n_out do
+      redis.call('ZADD', KEYS[3 + j], ARGV[a + 5 + j], ARGV[a + 5])
+    end
+    local f = a + 6 + n_out
+    local set = {}
+    for j, name in ipairs({%s}) do
+      local v = ARGV[f + j - 1]
+      if v ~= '' then
+        set[#set + 1] = name
+        set[#set + 1] = v
+      end
+    end
+    redis.call('HSET', state, unpack(set))
+    done[#done + 1] = 1
+  end
+  a = a + per_event
+  k = k + 3
+end
+return done
+"""
+
+# The state hash: small fields the views read too, and every state tensor in one blob ``x``.
+_FIELDS = ("step", "t", "mv", "latest", "prev", "alerts", "x")
+
 _GROUP = "sql"
+
+
+def _lua_list(names: Sequence[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names)
 
 
 class RedisStateStore:
@@ -80,114 +123,100 @@ class RedisStateStore:
         self._observe = observe
         self._prefix = prefix
         self._specs = tuple(states)
-        self._fields = [
-            "step",
-            "t",
-            "mv",
-            "latest",
-            "prev",
-            "alerts",
-            *(f"x:{s.name}" for s in self._specs),
-        ]
+        self._sizes = [rows * cols for rows, cols in (spec.shape for spec in self._specs)]
         self._history = dedup_history
-        self._commit = client.register_script(_COMMIT)
+        self._load = client.register_script(_LOAD % _lua_list(_FIELDS))
+        self._commit = client.register_script(_COMMIT % (len(_FIELDS), _lua_list(_FIELDS)))
         self.outbox_key = f"{prefix}:outbox"
+        # the batch-wide keys of the commit script, then 3 per event
+        self._commit_keys = [
+            self.outbox_key,
+            self.keys.feed,
+            self.keys.version,
+            *(self.keys.watchlist(o) for o in self._outputs),
+        ]
 
     def _keys(self, entity_id: str) -> tuple[str, str, str]:
         p = self._prefix
         return f"{p}:s:{entity_id}", f"{p}:d:{entity_id}", f"{p}:o:{entity_id}"
 
-    def _decode(self, row: list[bytes | None]) -> EntityState | None:
-        step, t, mv, latest, prev, alerts, *raw = row
-        if step is None or t is None or mv is None:
+    def _tensors(self, blob: bytes | None) -> dict[str, np.ndarray]:
+        if blob is None or len(blob) != 4 * sum(self._sizes):
+            return {}  # none yet, or made by a model of another shape: the engine starts afresh
+        flat = np.frombuffer(blob, dtype=np.float32)
+        tensors, start = {}, 0
+        for spec, size in zip(self._specs, self._sizes):
+            tensors[spec.name] = flat[start : start + size].reshape(spec.shape)  # (L, H)
+            start += size
+        return tensors
+
+    def _decode(self, row: Sequence[bytes | None]) -> EntityState | None:
+        step, t, mv, latest, prev, alerts, blob = row
+        if step is None:
             return None
-        tensors: dict[str, np.ndarray] = {}
-        for spec, blob in zip(self._specs, raw):
-            rows, cols = spec.shape
-            if blob is None or len(blob) != rows * cols * 4:
-                continue  # made by a model of another shape: the engine starts afresh
-            tensors[spec.name] = np.frombuffer(blob, dtype=np.float32).reshape(rows, cols)
         return EntityState(
             step=int(step),
-            last_time=float(t),
-            model_key=mv.decode(),
-            tensors=tensors,
+            last_time=float(t) if t is not None else 0.0,
+            model_key=mv.decode() if mv is not None else "",  # no model: starts afresh
+            tensors=self._tensors(blob),
             latest=decode_score(latest) if latest else None,
             previous=decode_score(prev) if prev else None,
             alerts=orjson.loads(alerts) if alerts else {},
         )
 
     async def load(self, keys: Sequence[tuple[str, str]]) -> list[Snapshot]:
+        redis_keys: list[str] = []
+        for entity_id, _ in keys:
+            redis_keys += self._keys(entity_id)[:2]
         async with redis_errors():
-            pipe = self._r.pipeline(transaction=False)
-            for entity_id, event_id in keys:
-                state_key, seen_key, _ = self._keys(entity_id)
-                pipe.hmget(state_key, self._fields)
-                pipe.hget(seen_key, event_id)
             started = time.perf_counter()
-            replies = await pipe.execute()
+            rows = await self._load(keys=redis_keys, args=[event_id for _, event_id in keys])
             self._observe("load", time.perf_counter() - started)
-        snapshots = []
-        for i in range(len(keys)):
-            row, seen = replies[2 * i], replies[2 * i + 1]
-            snapshots.append(
-                Snapshot(self._decode(row), decode_score(seen) if seen is not None else None)
-            )
-        return snapshots
+        return [
+            Snapshot(self._decode(row[:-1]), decode_score(row[-1]) if row[-1] else None)
+            for row in rows
+        ]
 
     async def commit(self, commits: Sequence[Commit]) -> list[bool]:
+        keys = list(self._commit_keys)
+        args: list[bytes | str | int] = [self._history, self._feed_length, len(self._outputs)]
+        for c in commits:
+            state = c.state
+            score = c.logged.score
+            keys += self._keys(score.entity_id)
+            latest = encode_score(score)
+            feed_entry = orjson.dumps({"score": score_to_dict(score), "alerts": state.alerts})
+            blob = b"".join(
+                np.ascontiguousarray(state.tensors[spec.name], np.float32).tobytes()
+                for spec in self._specs
+            )
+            args += [
+                c.expected_step,
+                score.event_id,
+                latest,
+                encode_logged(c.logged),
+                feed_entry,
+                score.entity_id,
+                *[repr(float(score.risk[o])) for o in self._outputs],
+                # the state hash, in the order of _FIELDS
+                state.step,
+                repr(state.last_time),
+                state.model_key,
+                latest,
+                encode_score(state.previous) if state.previous is not None else b"",
+                orjson.dumps(state.alerts),
+                blob,
+            ]
         async with redis_errors():
-            pipe = self._r.pipeline(transaction=False)
-            for c in commits:
-                state = c.state
-                score = c.logged.score
-                fields: list[bytes | str | int | float] = [
-                    "step",
-                    state.step,
-                    "t",
-                    repr(state.last_time),
-                    "mv",
-                    state.model_key,
-                ]
-                encoded = encode_score(score)
-                fields += ["latest", encoded, "alerts", orjson.dumps(state.alerts)]
-                if state.previous is not None:
-                    fields += ["prev", encode_score(state.previous)]
-                for name, tensor in state.tensors.items():
-                    fields += [f"x:{name}", np.ascontiguousarray(tensor, np.float32).tobytes()]
-                feed_entry = orjson.dumps({"score": score_to_dict(score), "alerts": state.alerts})
-                await self._commit(
-                    keys=[
-                        *self._keys(score.entity_id),
-                        self.outbox_key,
-                        self.keys.feed,
-                        self.keys.version,
-                        *(self.keys.watchlist(o) for o in self._outputs),
-                    ],
-                    args=[
-                        c.expected_step,
-                        score.event_id,
-                        encoded,
-                        self._history,
-                        encode_logged(c.logged),
-                        feed_entry,
-                        self._feed_length,
-                        score.entity_id,
-                        len(self._outputs),
-                        *(repr(float(score.risk[o])) for o in self._outputs),
-                        *fields,
-                    ],
-                    client=pipe,
-                )
             started = time.perf_counter()
-            replies = await pipe.execute()
+            replies = await self._commit(keys=keys, args=args)
             self._observe("commit", time.perf_counter() - started)
         return [bool(r) for r in replies]
 
     async def get(self, entity_id: str) -> EntityState | None:
         async with redis_errors():
             row: list[bytes | None] = await self._r.hmget(  # type: ignore[assignment]
-                self._keys(entity_id)[0], self._fields
+                self._keys(entity_id)[0], _FIELDS
             )
         return self._decode(row)
 

@@ -177,7 +177,11 @@ class ScoringEngine:
             self.stats.duplicates(1)
             return Outcome(snapshot.seen, duplicate=True)
         prior = snapshot.state
-        fresh = prior is None or prior.model_key != self.model.manifest.key
+        fresh = (
+            prior is None
+            or prior.model_key != self.model.manifest.key
+            or any(name not in prior.tensors for name, _ in self._state_specs)
+        )
         new_time = event.time
         if prior is not None and event.time < prior.last_time:
             if not self._accept_late:
@@ -222,6 +226,10 @@ class ScoringEngine:
         scored_at = self._clock()
         manifest = self.model.manifest
         commits = []
+        by_entity = {  # name -> (B, L, H): each entity's next state one contiguous view
+            name: np.ascontiguousarray(next_states[name].transpose(1, 0, 2))
+            for name, _ in self._state_specs
+        }
         for b, plan in enumerate(planned):
             prior_step = plan.prior.step if plan.prior is not None else 0
             event = plan.event
@@ -240,10 +248,7 @@ class ScoringEngine:
                 step=prior_step + 1,
                 last_time=plan.time,
                 model_key=manifest.key,
-                tensors={
-                    name: np.ascontiguousarray(next_states[name][:, b, :])  # (L, H)
-                    for name, _ in self._state_specs
-                },
+                tensors={name: by_entity[name][b] for name, _ in self._state_specs},  # (L, H)
                 latest=score,
                 previous=plan.prior.latest if plan.prior is not None else None,
                 alerts=next_alerts(

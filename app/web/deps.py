@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 from app.services import Services
 
 
-def _services(request: Request) -> Services:
+async def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 

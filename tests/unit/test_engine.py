@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from app.core.domain import Event, Outcome
+from app.core.domain import EntityState, Event, Outcome
 from app.core.drain import drain_once
 from app.core.engine import ScoringEngine
 from app.core.errors import Contention, InvalidInput, OutOfOrder, UnknownEntity
@@ -144,6 +144,16 @@ async def test_a_new_model_version_restarts_the_recurrence_but_not_the_step_coun
     v2 = ScoringEngine(FakeModel("2"), store, log)
     result = outcome((await v2.score([ev("p1", "e2", 3, a=1.0)]))[0])
     assert result.score.step == 2 and result.score.model_version == "2"
+    np.testing.assert_allclose(store.states["p1"].tensors["h"], [[1.0, 0.0]])  # dt 0, h from 0
+
+
+async def test_a_state_without_its_tensors_restarts_the_recurrence_but_not_the_step_count() -> None:
+    engine, _, store, _ = make()
+    await engine.score([ev("p1", "e1", 0, a=4.0)])
+    kept = store.states["p1"]
+    store.states["p1"] = EntityState(kept.step, kept.last_time, kept.model_key, {}, kept.latest)
+    result = outcome((await engine.score([ev("p1", "e2", 3, a=1.0)]))[0])
+    assert result.score.step == 2
     np.testing.assert_allclose(store.states["p1"].tensors["h"], [[1.0, 0.0]])  # dt 0, h from 0
 
 
