@@ -1,7 +1,7 @@
 """Locust load test of riskstream: simulated ICU patients sending event streams.
 
-Run it (locust is not a dependency of the service: ``pip install locust``), against a server on
-this machine only, always bounded by ``-t``::
+Run it (locust is an extra, not a dependency of the service: ``pip install -e '.[bench]'``),
+against a server on this machine only, always bounded by ``-t``::
 
     riskstream serve --port 8000 &
     locust -f locustfile.py --headless --host http://127.0.0.1:8000 -u 64 -r 16 -t 60s
@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 from locust import FastHttpUser, between, tag, task
 
-from app.bench import DUPLICATE, LATE, NEW, Patient, Scenario
+from app.bench.scenario import DUPLICATE, LATE, NEW, Patient, Scenario
 
 ENTITIES = int(os.environ.get("LOCUST_ENTITIES", "150"))
 BULK_SIZE = int(os.environ.get("LOCUST_BULK_SIZE", "100"))
