@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import statistics
 import sys
 import tempfile
 import uuid
@@ -105,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--late-rate", type=float, default=0.01, help="share of late events (409)")
     p.add_argument("--gap-mean", type=float, default=900.0, help="mean seconds between events")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--repeat", type=int, default=1, help="measured runs (one server); medians are reported"
+    )
     p.add_argument("--client", choices=("raw", "httpx"), default="raw")
     p.add_argument("--request-timeout", type=float, default=30.0)
     p.add_argument("--drain-timeout", type=float, default=120.0, help="bound on the SQL drain wait")
@@ -143,8 +147,44 @@ def _check(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
         p.error("--entities must be at least 1")
     if min(args.dup_rate, args.late_rate) < 0 or args.dup_rate + args.late_rate >= 1:
         p.error("--dup-rate and --late-rate must be shares adding up to under 1")
+    if not 1 <= args.repeat <= 20:
+        p.error("--repeat must be in [1, 20]")
     if not 0 < args.drain_timeout <= 600:
         p.error("--drain-timeout must be in (0, 600]")
+
+
+_FIGURES = {
+    "events_per_s": ("events_per_s",),
+    "p50_ms": ("latency_ms", "p50"),
+    "p95_ms": ("latency_ms", "p95"),
+    "p99_ms": ("latency_ms", "p99"),
+    "end_to_end_events_per_s": ("end_to_end", "events_per_s"),
+    "server_cpu_ms_per_event": ("server_cpu_ms_per_event",),
+    "mean_batch": ("batch_size", "mean"),
+}
+
+
+def _figure(result: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    value: Any = result
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median throughput in full, and each figure's median over all the runs."""
+    ranked = sorted(results, key=lambda r: r["events_per_s"] or 0.0)
+    summary = dict(ranked[(len(ranked) - 1) // 2])
+    figures = {}
+    for name, path in _FIGURES.items():
+        values = [v for v in (_figure(r, path) for r in results) if v is not None]
+        figures[name] = round(statistics.median(values), 3) if values else None
+    summary["repeats"] = len(results)
+    summary["median"] = figures
+    summary["runs"] = [{name: _figure(r, path) for name, path in _FIGURES.items()} for r in results]
+    summary["unexpected"] = sum(r["unexpected"] for r in results)
+    summary["errors"] = {k: v for r in results for k, v in r["errors"].items()}
+    return summary
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -161,7 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     _check(args, parser)
 
-    def run(url: str, backend: str, server: tuple[ServerProcess, Path] | None) -> dict[str, Any]:
+    def run_once(
+        url: str, backend: str, server: tuple[ServerProcess, Path] | None
+    ) -> dict[str, Any]:
         scenario = Scenario(
             entities=args.entities,
             dup_rate=args.dup_rate,
@@ -184,6 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return loop.run_until_complete(bench.go())
         finally:
             loop.close()
+
+    def run(url: str, backend: str, server: tuple[ServerProcess, Path] | None) -> dict[str, Any]:
+        return summarise([run_once(url, backend, server) for _ in range(args.repeat)])
 
     try:
         if args.url:
