@@ -92,7 +92,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         )
         stack.callback(engine.close)
 
-        drainer = OutboxDrainer(outbox, score_log, batch=settings.outbox_batch)
+        drainer = OutboxDrainer(
+            outbox, score_log, batch=settings.outbox_batch, pause_s=settings.outbox_pause_ms / 1000
+        )
         drainer.start()
         stack.push_async_callback(drainer.stop)
 

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     cas_max_retries: int = Field(100, ge=1)
 
     outbox_batch: int = Field(1_000, ge=1, description="Scores per SQL insert from the outbox")
+    outbox_pause_ms: int = Field(
+        50, ge=0, le=5_000, description="After a batch that was not full, wait before the next"
+    )
     outbox_claim_idle_ms: int = Field(5_000, ge=100, description="Take over a dead drainer's work")
     retry_after_seconds: int = Field(2, ge=1)
 

@@ -20,9 +20,22 @@ async def drain_once(outbox: Outbox, scores: ScoreLog, *, limit: int, block_ms: 
 
 
 class OutboxDrainer:
-    """Background task: drain in batches; back off while Redis or the database is down."""
+    """Background task: drain in batches; back off while Redis or the database is down.
 
-    def __init__(self, outbox: Outbox, scores: ScoreLog, *, batch: int, block_ms: int = 100):
+    After a batch that was not full it pauses ``pause_s``, so light load still reaches SQL in
+    batches: one transaction per event would cost more than the rest of scoring it.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        scores: ScoreLog,
+        *,
+        batch: int,
+        block_ms: int = 100,
+        pause_s: float = 0.0,
+    ):
+        self._pause_s = pause_s
         self._outbox = outbox
         self._scores = scores
         self._batch = batch
@@ -38,10 +51,13 @@ class OutboxDrainer:
         backoff = 0.1
         while not self._stopping:
             try:
-                self.drained += await drain_once(
+                drained = await drain_once(
                     self._outbox, self._scores, limit=self._batch, block_ms=self._block_ms
                 )
+                self.drained += drained
                 backoff = 0.1
+                if drained < self._batch and self._pause_s > 0 and not self._stopping:
+                    await asyncio.sleep(self._pause_s)
             except Unavailable as exc:
                 log.warning("outbox drain paused: %s", exc)
                 await asyncio.sleep(backoff)
