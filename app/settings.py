@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     )
     dedup_history: int = Field(64, ge=1, le=10_000, description="Recent event ids kept per entity")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body")
-    max_id_length: int = Field(128, ge=1, le=1024)
+    max_id_length: int = Field(
+        128, ge=1, le=256, description="Longest entity_id or event_id (the SQL columns hold 256)"
+    )
     max_bulk_events: int = Field(5_000, ge=1, description="Most events in one bulk POST")
 
     batching: bool = Field(True, description="Gather concurrent events into one model call")
