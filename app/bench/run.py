@@ -70,22 +70,28 @@ class Run:
             if body is not None and len(t.errors) < 20:
                 t.errors[f"{kind}:{status}:{body[:200].decode(errors='replace')}"] += 1
 
+    async def send(self, conn: Any, path: str, body: bytes) -> tuple[int, bytes, float] | None:
+        """POST ``body``: status, payload and latency, or None (counted) if the transport failed."""
+        started = time.perf_counter()
+        try:
+            status, payload = await conn.request("POST", path, body, "application/json")
+        except (HttpError, OSError) as exc:
+            if self.measuring:
+                self.tally.errors[f"transport:{type(exc).__name__}:{str(exc)[:80]}"] += 1
+            await asyncio.sleep(0.05)
+            return None
+        return status, payload, time.perf_counter() - started
+
     async def single_task(self, k: int, conn: Any, owned: list[Patient]) -> None:
         rng = random.Random(self.scenario.seed * 7919 + k)
         sc = self.scenario
         while not self.stop:
             p = owned[rng.randrange(len(owned))]
             kind, event = sc.pick(p)
-            body = orjson.dumps(event)
-            t0 = time.perf_counter()
-            try:
-                status, payload = await conn.request("POST", p.path, body, "application/json")
-            except (HttpError, OSError) as exc:
-                if self.measuring:
-                    self.tally.errors[f"transport:{type(exc).__name__}:{str(exc)[:80]}"] += 1
-                await asyncio.sleep(0.05)
+            sent = await self.send(conn, p.path, orjson.dumps(event))
+            if sent is None:
                 continue
-            latency = time.perf_counter() - t0
+            status, payload, latency = sent
             if status == 200 and kind != LATE:
                 p.last_accepted = event if kind == NEW else p.last_accepted
                 p.committed_time = p.sent_time if kind == NEW else p.committed_time
@@ -109,15 +115,10 @@ class Run:
                 kind, event = sc.pick(p)
                 items.append((kind, p, event))
             body = orjson.dumps([{"entity_id": p.entity_id, **e} for _, p, e in items])
-            t0 = time.perf_counter()
-            try:
-                status, payload = await conn.request("POST", "/v1/events", body, "application/json")
-            except (HttpError, OSError) as exc:
-                if self.measuring:
-                    self.tally.errors[f"transport:{type(exc).__name__}:{str(exc)[:80]}"] += 1
-                await asyncio.sleep(0.05)
+            sent = await self.send(conn, "/v1/events", body)
+            if sent is None:
                 continue
-            latency = time.perf_counter() - t0
+            status, payload, latency = sent
             if status != 200:
                 for kind, _, _ in items:
                     self.classify(kind, status, payload)
