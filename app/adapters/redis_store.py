@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import time
 from collections.abc import Sequence
 
@@ -48,38 +49,46 @@ return out
 
 # One call per batch, each event its own compare-and-set.
 # KEYS: outbox, feed, version, one watchlist per output, then per event: state, seen, order.
-# ARGV: dedup history, feed length, number of outputs, then per event: expected step, event id,
-#       score JSON, outbox entry, feed entry, entity id, one risk per output, then the values of
-#       the state hash's fields (``_FIELDS``, ``prev`` possibly empty: left as it was).
+# ARGV: dedup history, feed length, number of outputs, then one packed record per event (see
+#       ``_pack``): expected step, event id, score JSON, outbox entry, feed entry, entity id, one
+#       risk per output, then the values of the state hash's fields (``_FIELDS``; an empty
+#       ``prev`` leaves it as it was). One argument per event keeps the client's work small.
 # Returns per event 1 (committed) or 0 (the step moved: retry).
 _COMMIT = """
 local keep, feed_len, n_out = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local per_event = 6 + n_out + %d
+local n_fields = 6 + n_out + %d
+local names = {%s}
 local done = {}
-local a, k = 4, 3 + n_out + 1
-while a <= #ARGV do
+local k = 3 + n_out + 1
+for a = 4, #ARGV do
+  local record = ARGV[a]
+  local f, pos = {}, 1 + 4 * n_fields
+  for i = 1, n_fields do
+    local len = struct.unpack('<I4', record, 4 * i - 3)
+    f[i] = string.sub(record, pos, pos + len - 1)
+    pos = pos + len
+  end
   local state, seen, order = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   local cur = redis.call('HGET', state, 'step')
-  if (tonumber(cur) or 0) ~= tonumber(ARGV[a]) then
+  if (tonumber(cur) or 0) ~= tonumber(f[1]) then
     done[#done + 1] = 0
   else
-    local id = ARGV[a + 1]
-    redis.call('HSET', seen, id, ARGV[a + 2])
+    local id = f[2]
+    redis.call('HSET', seen, id, f[3])
     local n = redis.call('LPUSH', order, id)
     if n > keep then
       local old = redis.call('RPOP', order, n - keep)
       redis.call('HDEL', seen, unpack(old))
     end
-    redis.call('XADD', KEYS[1], '*', 'd', ARGV[a + 3])
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', feed_len, '*', 'd', ARGV[a + 4])
+    redis.call('XADD', KEYS[1], '*', 'd', f[4])
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', feed_len, '*', 'd', f[5])
     redis.call('INCR', KEYS[3])
     for j = 1, n_out do
-      redis.call('ZADD', KEYS[3 + j], ARGV[a + 5 + j], ARGV[a + 5])
+      redis.call('ZADD', KEYS[3 + j], f[6 + j], f[6])
     end
-    local f = a + 6 + n_out
     local set = {}
-    for j, name in ipairs({%s}) do
-      local v = ARGV[f + j - 1]
+    for j, name in ipairs(names) do
+      local v = f[6 + n_out + j]
       if v ~= '' then
         set[#set + 1] = name
         set[#set + 1] = v
@@ -88,11 +97,16 @@ while a <= #ARGV do
     redis.call('HSET', state, unpack(set))
     done[#done + 1] = 1
   end
-  a = a + per_event
   k = k + 3
 end
 return done
 """
+
+
+def _pack(fields: Sequence[bytes]) -> bytes:
+    """Fields as one string: their lengths (uint32 little-endian), then the fields."""
+    return struct.pack(f"<{len(fields)}I", *map(len, fields)) + b"".join(fields)
+
 
 # The state hash: small fields the views read too, and every state tensor in one blob ``x``.
 _FIELDS = ("step", "t", "mv", "latest", "prev", "alerts", "x")
@@ -190,23 +204,27 @@ class RedisStateStore:
                 np.ascontiguousarray(state.tensors[spec.name], np.float32).tobytes()
                 for spec in self._specs
             )
-            args += [
-                c.expected_step,
-                score.event_id,
-                latest,
-                encode_logged(c.logged),
-                feed_entry,
-                score.entity_id,
-                *[repr(float(score.risk[o])) for o in self._outputs],
-                # the state hash, in the order of _FIELDS
-                state.step,
-                repr(state.last_time),
-                state.model_key,
-                latest,
-                encode_score(state.previous) if state.previous is not None else b"",
-                orjson.dumps(state.alerts),
-                blob,
-            ]
+            args.append(
+                _pack(
+                    [
+                        b"%d" % c.expected_step,
+                        score.event_id.encode(),
+                        latest,
+                        encode_logged(c.logged),
+                        feed_entry,
+                        score.entity_id.encode(),
+                        *[repr(float(score.risk[o])).encode() for o in self._outputs],
+                        # the state hash, in the order of _FIELDS
+                        b"%d" % state.step,
+                        repr(state.last_time).encode(),
+                        state.model_key.encode(),
+                        latest,
+                        encode_score(state.previous) if state.previous is not None else b"",
+                        orjson.dumps(state.alerts),
+                        blob,
+                    ]
+                )
+            )
         async with redis_errors():
             started = time.perf_counter()
             replies = await self._commit(keys=keys, args=args)
