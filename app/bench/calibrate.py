@@ -2,7 +2,10 @@
 
 Prints JSON: seconds for a 10M-iteration Python loop (how fast this CPU runs Python today), the
 requests/s of a FastAPI endpoint that does nothing (one uvicorn worker, the bench's client at
-concurrency 64), and onnxruntime steps/s of a model (one thread) at a few batch sizes.
+concurrency 64), onnxruntime steps/s of a model (one thread) at a few batch sizes, and where an
+event's CPU goes without HTTP: the engine (state load, model step, commit) per event at a few
+batch sizes, and the score log's append per score (Redis and SQL from ``REDIS_URL`` /
+``DATABASE_URL``, else the embedded defaults in a temporary folder).
 """
 
 from __future__ import annotations
@@ -10,9 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,8 +28,10 @@ from fastapi import FastAPI
 
 from app.adapters.onnx_model import OnnxRiskModel
 from app.bench.client import RawConnection
-from app.bench.server import PROJECT_ROOT, cpu_seconds, free_port
-from app.settings import DEFAULT_MODEL_DIR
+from app.bench.server import PROJECT_ROOT, cpu_seconds, delete_keys, free_port
+from app.bootstrap import open_services
+from app.core.domain import Event, LoggedScore, Outcome, Score
+from app.settings import DEFAULT_MODEL_DIR, Settings
 
 
 def empty_app() -> FastAPI:
@@ -82,7 +90,7 @@ def empty_endpoint(concurrency: int = 64, seconds: float = 5.0) -> dict[str, flo
         server.wait(10)
     return {
         "requests_per_s": round(done / seconds, 1),
-        "server_cpu_ms_per_request": cpu / done * 1e3,
+        "server_cpu_ms_per_request": round(cpu / max(done, 1) * 1e3, 4),
     }
 
 
@@ -108,17 +116,98 @@ def model_steps(model_dir: Path, batches: Sequence[int] = (1, 64, 256)) -> dict[
     return rates
 
 
+async def _engine_cpu(settings: Settings, batches: Sequence[int], events: int) -> dict[str, float]:
+    """CPU ms per event of ``engine.score`` (this process; the drain stopped), by batch size."""
+    out = {}
+    async with open_services(settings) as services:
+        await services.drainer.stop(flush=False)
+        names = services.model.manifest.feature_names
+        rng = random.Random(0)
+        entities = [f"calibrate-{i}" for i in range(10_000)]
+        clock = dict.fromkeys(entities, 1.79e9)
+        for batch in batches:
+            rounds = max(3, events // batch)
+            cpu = 0.0
+            for r in range(rounds + 2):
+                chosen = rng.sample(entities, batch)
+                for e in chosen:
+                    clock[e] += 3600.0
+                batch_events = [
+                    Event(e, f"{r}-{e}", clock[e], {n: rng.random() for n in names[:8]})
+                    for e in chosen
+                ]
+                started = time.process_time()
+                results = await services.engine.score(batch_events)
+                if r >= 2:  # two warm-up rounds
+                    cpu += time.process_time() - started
+                failed = [r for r in results if not isinstance(r, Outcome)]
+                if failed:
+                    raise RuntimeError(f"calibration events failed: {failed[:3]}")
+            out[f"batch_{batch}"] = round(cpu / (rounds * batch) * 1e3, 4)
+    return out
+
+
+async def _append_cpu(settings: Settings, rows: int, batch: int) -> float:
+    """CPU ms per score of ``SqlScoreLog.append`` in batches (all threads of this process)."""
+    async with open_services(settings) as services:
+        await services.drainer.stop(flush=False)
+        rng = random.Random(0)
+        names = services.model.manifest.feature_names
+        records = [
+            LoggedScore(
+                Score(
+                    uuid.uuid4().hex,
+                    f"e{i}",
+                    f"x{i}",
+                    1,
+                    1.79e9 + i,
+                    1.79e9 + i,
+                    "m",
+                    "1",
+                    {"aki_48h": rng.random()},
+                ),
+                {n: rng.random() for n in names[:8]},
+            )
+            for i in range(rows + batch)
+        ]
+        await services.score_log.append(records[:batch])
+        started = time.process_time()
+        for i in range(batch, rows + batch, batch):
+            await services.score_log.append(records[i : i + batch])
+        return round((time.process_time() - started) / rows * 1e3, 4)
+
+
+def components(
+    settings: Settings,
+    *,
+    batches: Sequence[int] = (1, 16, 64, 512),
+    events: int = 5_000,
+    rows: int = 20_000,
+) -> dict[str, object]:
+    return {
+        "redis": "external" if settings.redis_url else "embedded",
+        "database": settings.resolved_database_url().split(":", 1)[0],
+        "engine_cpu_ms_per_event": asyncio.run(_engine_cpu(settings, batches, events)),
+        "score_log_cpu_ms_per_score": asyncio.run(_append_cpu(settings, rows, min(rows, 1_000))),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m app.bench.calibrate", description=__doc__)
     p.add_argument("--model", type=Path, action="append", help="model folder (repeatable)")
     args = p.parse_args(argv)
-    result = {
-        "python_loop_10M_s": round(python_loop(), 3),
-        "empty_fastapi_endpoint": empty_endpoint(),
-        "onnxruntime_steps_per_s": {
-            str(d): model_steps(d) for d in (args.model or [DEFAULT_MODEL_DIR])
-        },
-    }
+    with tempfile.TemporaryDirectory(prefix="riskstream-calibrate-") as tmp:
+        settings = Settings(data_dir=Path(tmp), key_prefix=f"calibrate-{uuid.uuid4().hex[:8]}")
+        result = {
+            "python_loop_10M_s": round(python_loop(), 3),
+            "empty_fastapi_endpoint": empty_endpoint(),
+            "onnxruntime_steps_per_s": {
+                str(d): model_steps(d) for d in (args.model or [DEFAULT_MODEL_DIR])
+            },
+            "components": components(settings),
+        }
+        if settings.redis_url:
+            delete_keys(settings.redis_url, settings.key_prefix)
     print(json.dumps(result, indent=2))
     return 0
 

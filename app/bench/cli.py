@@ -20,7 +20,13 @@ import orjson
 
 from app.bench.run import Run
 from app.bench.scenario import Scenario
-from app.bench.server import ServerProcess, cpu_seconds, processes_under, session_members
+from app.bench.server import (
+    ServerProcess,
+    cpu_seconds,
+    delete_keys,
+    processes_under,
+    session_members,
+)
 
 MAX_DURATION_S = 600.0
 MAX_EVENTS = 50_000_000
@@ -55,29 +61,9 @@ def own_server(args: argparse.Namespace) -> Iterator[tuple[ServerProcess, Path]]
                     os.kill(pid, 15)
                     print(f"bench: stopped stray process {pid} in {tmp}", file=sys.stderr)
             if args.redis_url and not args.key_prefix and not args.keep_keys:
-                _delete_keys(args.redis_url, env["KEY_PREFIX"])
+                delete_keys(args.redis_url, env["KEY_PREFIX"])
             if args.server_log:
                 Path(args.server_log).write_bytes(log_path.read_bytes())
-
-
-def _delete_keys(redis_url: str, prefix: str) -> None:
-    """Remove the run's keys from a shared Redis (the prefix is the run's own)."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url, socket_timeout=10)
-    try:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=f"{prefix}:*", count=5_000):
-            batch.append(key)
-            if len(batch) >= 5_000:
-                client.unlink(*batch)
-                batch = []
-        if batch:
-            client.unlink(*batch)
-    except redis.RedisError as exc:
-        print(f"bench: could not delete keys {prefix}:* ({exc})", file=sys.stderr)
-    finally:
-        client.close()
 
 
 def _features(url: str) -> list[str]:

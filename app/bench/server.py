@@ -142,3 +142,23 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / tick
+
+
+def delete_keys(redis_url: str, prefix: str) -> None:
+    """Remove the run's keys from a shared Redis (the prefix is the run's own)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=10)
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}:*", count=5_000):
+            batch.append(key)
+            if len(batch) >= 5_000:
+                client.unlink(*batch)
+                batch = []
+        if batch:
+            client.unlink(*batch)
+    except redis.RedisError as exc:
+        print(f"bench: could not delete keys {prefix}:* ({exc})", file=sys.stderr)
+    finally:
+        client.close()
