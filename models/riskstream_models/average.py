@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -86,7 +87,7 @@ def main(argv=None) -> None:
     ap.add_argument("checkpoints", nargs="+")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     loaded = [load_checkpoint(p) for p in args.checkpoints]
     model = AverageModel([m for m, _ in loaded]).eval()
     assert model.cfg.memory, "averaging expects models with the feature memory"

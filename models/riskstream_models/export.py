@@ -11,6 +11,7 @@ import argparse
 import datetime as dt_
 import hashlib
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -214,7 +215,7 @@ def main(argv=None) -> None:
     ap.add_argument("--name", default="aki-lstm")
     ap.add_argument("--version", default="1.0.0")
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     if args.tiny:
         tiny(args.tiny)
         return

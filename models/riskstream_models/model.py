@@ -29,6 +29,7 @@ so windowed extrema are exact for any dt, not only hourly rows.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -47,6 +48,8 @@ class ModelConfig:
     hidden: int = 128
     highway: bool = True
     dropout: float = 0.1
+    input_dropout: float = 0.0  # dropout on the derived features (training only)
+    aux: list[str] = field(default_factory=list)  # auxiliary training targets (not exported)
     memory: bool = True  # carry the feature memory state m
     key_labs: list[str] = field(
         default_factory=lambda: ["Creatinine", "BUN", "Potassium", "Phosphate", "Platelets", "PTT"]
@@ -54,6 +57,9 @@ class ModelConfig:
     ring_hours: int = 168  # longest window; windows are 48 h and 168 h
     heads_read_memory: bool = True  # heads see the derived features as well as the top layer
     head_hidden: int = 64
+    # exponentially weighted statistics of every variable, one set per half-life (hours)
+    ema_hours: list[float] = field(default_factory=list)
+    key_windows: list[int] = field(default_factory=list)  # extra key-lab windows (hours)
     calibration: str = "none"  # none | isotonic | platt (set when fitted)
     calib_knots: int = 256
 
@@ -68,14 +74,24 @@ class ModelConfig:
     @property
     def memory_size(self) -> int:
         f, k = len(self.features), self.n_key
-        return 1 + 4 * f + 2 * k + 3 * k * self.ring if self.memory else 0
+        if not self.memory:
+            return 0
+        return 1 + 4 * f + 2 * k + 3 * k * self.ring + 5 * f * len(self.ema_hours)
 
     @property
     def derived_size(self) -> int:
         f, k = len(self.features), self.n_key
         if not self.memory:
             return 2 * f + 1
-        return 6 * f + 2 + 11 * k + (5 if "Creatinine" in self.key_labs else 0)
+        n = len(self.ema_hours)
+        return (
+            6 * f
+            + 2
+            + 11 * k
+            + (5 if "Creatinine" in self.key_labs else 0)
+            + f * (4 * n + max(n - 1, 0))
+            + 3 * k * len(self.key_windows)
+        )
 
     def state_names(self) -> list[str]:
         rec = {"lstm": ["h", "c"], "gru": ["h"], "sru": ["c"]}[self.cell]
@@ -111,13 +127,46 @@ class FeatureMemory(nn.Module):
             cfg.key_labs.index("Creatinine") if cfg.memory and "Creatinine" in cfg.key_labs else -1
         )
         self.sizes = [1, F_, F_, F_, F_, K, K, K * R, K * R, K * R]
+        self.sizes += [F_] * (5 * len(cfg.ema_hours))  # per half-life: w, mean, age, m2, co
+        self.register_buffer(
+            "half_life",
+            torch.tensor([float(h) for h in cfg.ema_hours], dtype=torch.float32),
+            persistent=False,  # follows from the config; checkpoints of 1.0.0 load unchanged
+        )
 
     def unpack(self, m):
         """m (B, M) -> clock, last, seen, since, count, prev, first, bmin, bmax, bobs."""
-        parts = list(torch.split(m, self.sizes, dim=1))
+        parts = list(torch.split(m, self.sizes, dim=1))[:10]
         K, R = self.cfg.n_key, self.cfg.ring
         parts[7:] = [p.reshape(-1, K, R) for p in parts[7:]]  # (B, K, R)
         return parts
+
+    def unpack_ema(self, m):
+        """m (B, M) -> per half-life (w, mean, age, m2, co), each (B, F)."""
+        parts = list(torch.split(m, self.sizes, dim=1))[10:]
+        return [parts[5 * i : 5 * i + 5] for i in range(len(self.cfg.ema_hours))]
+
+    def update_ema(self, xn, obs, dt, ema):
+        """Exponentially weighted mean and weighted linear trend of every variable against time.
+
+        Weights halve every `half_life` hours of elapsed time (dt, not rows). Kept in centred
+        form (weighted Welford): w = sum of weights, mean = weighted mean of the normalised
+        values, age = weighted mean age of the observations (hours), m2 = sum w (age - age)^2,
+        co = sum w (age - age)(value - mean). Elapsing dt adds dt to every age (m2, co unchanged)
+        and multiplies every weight by a = 2^(-dt / half_life); a new observation has age 0."""
+        out = []
+        for i, (w, mean, age, m2, co) in enumerate(ema):
+            a = torch.exp(dt * (-0.6931471805599453 / self.half_life[i]))  # (B, 1)
+            w, m2, co, age = w * a, m2 * a, co * a, (age + dt) * (w > 0).to(w.dtype)
+            w2 = w + obs
+            f = obs / w2.clamp(min=1e-6)  # weight share of the new observation
+            da, dx = -age, xn - mean  # new age 0 against the old mean age; value against mean
+            mean = mean + f * dx
+            age = age + f * da
+            m2 = m2 + obs * w * f * da * da  # = obs * da * (0 - new age)
+            co = co + obs * w * f * da * dx
+            out += [w2, mean, age, m2, co]
+        return out
 
     def update(self, x, dt, m):
         """x (B, F) raw with NaN, dt (B, 1), m (B, M) -> new m (B, M)."""
@@ -149,6 +198,9 @@ class FeatureMemory(nn.Module):
         seen = torch.maximum(seen, obs)
         count = count + obs
         flat = [b.flatten(1) for b in (bmin, bmax, bobs)]
+        if self.cfg.ema_hours:
+            xn = torch.where(obs > 0, (x - self.x_mean) / self.x_std, torch.zeros_like(x))
+            flat += self.update_ema(xn, obs, dt, self.unpack_ema(m))
         return torch.cat([new_clock, last, seen, since, count, prev, first, *flat], dim=1)
 
     def window(self, bmin, bmax, bobs, hours: int):
@@ -217,6 +269,18 @@ class FeatureMemory(nn.Module):
                     h48 * (c - c48 >= 0.3).to(x.dtype),
                     h168 * (c >= 1.5 * c168).to(x.dtype),
                 ]
+            for hours in self.cfg.key_windows:
+                lo, hi, has = self.window(bmin, bmax, bobs, hours)
+                parts += [has * (lo - km) / ks, has * (hi - km) / ks, has]
+            lastn = seen * (last - self.x_mean) / self.x_std
+            means = []
+            for w, mean, _age, m2, co in self.unpack_ema(m):
+                has = (w > 0).to(x.dtype)
+                # weighted slope per hour against time, shrunk by 1 h^2 per unit weight
+                trend = -co / (m2 + w).clamp(min=1e-6)
+                parts += [has * mean, torch.log1p(w), lastn - has * mean, has * trend]
+                means.append(has * mean)
+            parts += [a - b for a, b in itertools.pairwise(means)]
         return torch.cat(parts, dim=1)  # (B, D)
 
     def sequence(self, x, dt, raw: bool = False):
@@ -310,6 +374,7 @@ class RiskModel(nn.Module):
             nn.ModuleList([nn.Linear(H, H) for _ in range(cfg.layers)]) if cfg.highway else None
         )
         self.drop = nn.Dropout(cfg.dropout)
+        self.drop_in = nn.Dropout(cfg.input_dropout)
         head_in = H + (D if cfg.heads_read_memory else 0)
         self.heads = nn.ModuleList(
             [
@@ -318,6 +383,15 @@ class RiskModel(nn.Module):
                 )
                 for _ in range(K)
             ]
+        )
+        self.aux_head = (
+            nn.Sequential(
+                nn.Linear(head_in, cfg.head_hidden),
+                nn.ReLU(),
+                nn.Linear(cfg.head_hidden, len(cfg.aux)),
+            )
+            if cfg.aux
+            else None
         )
         # calibration, per output: isotonic = piecewise-linear knots on the logit; platt = a*z + b
         self.register_buffer("calib_x", torch.zeros(K, cfg.calib_knots))
@@ -360,9 +434,11 @@ class RiskModel(nn.Module):
         o, c = rnn(u, s["c"][i])
         return o, {"c": c}
 
-    def network(self, d, states, seq: bool):
-        """d (T, B, D) if seq else (B, D); recurrent states -> logits (..., K), new states."""
+    def network(self, d, states, seq: bool, aux: bool = False):
+        """d (T, B, D) if seq else (B, D); recurrent states -> logits (..., K), new states
+        (and the auxiliary outputs (..., A) if aux)."""
         s, _ = self._split_states(states)
+        d = self.drop_in(d)
         u = self.drop(F.relu(self.embed(d)))  # (T, B, H)
         new = {k: [] for k in s if k != "m"}
         for i in range(self.cfg.layers):
@@ -375,7 +451,10 @@ class RiskModel(nn.Module):
             u = self.drop(o)
         top = torch.cat([u, d], dim=-1) if self.cfg.heads_read_memory else u
         logits = torch.cat([head(top) for head in self.heads], dim=-1)  # (..., K)
-        return logits, [torch.stack(new[k]) for k in new]  # each (L, B, H)
+        states = [torch.stack(new[k]) for k in new]  # each (L, B, H)
+        if aux:
+            return logits, states, self.aux_head(top)
+        return logits, states
 
     def calibrate(self, z):
         """Logits (..., K) -> calibrated probabilities (..., K)."""

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -94,11 +95,23 @@ class Prepared:
             self.split["train"] = np.sort(rng.choice(tr, int(len(tr) * d["subsample"]), False))
         fit_normalisation(model, self.ev, self.split["train"])
         self.d = self.cached_features(model)
+        if model.cfg.aux:
+            self.aux_y, self.aux_w = aux_targets(self.ev, model.cfg.aux, self.keep)
+
+    def gather(self, idx: np.ndarray, v: np.ndarray) -> torch.Tensor:
+        """Rows of v (N, ...) for entities idx -> (T, B, ...) zero-padded."""
+        a, n = self.ev.starts[idx], np.diff(self.ev.starts)[idx]
+        steps = np.arange(int(n.max()))[:, None]
+        valid = steps < n[None, :]
+        rows = np.where(valid, a[None, :] + steps, 0)
+        out = v[rows] * valid.reshape(valid.shape + (1,) * (v.ndim - 1))
+        return torch.from_numpy(out.astype(np.float32))
 
     def cached_features(self, model: RiskModel) -> np.ndarray:
         mem = model.memory
         key = hashlib.sha256(self.ev.fingerprint.encode())
-        mcfg = {k: v for k, v in model.cfg.to_dict().items() if not k.startswith("calib")}
+        memory_keys = ("features", "memory", "key_labs", "ring_hours", "ema_hours", "key_windows")
+        mcfg = {k: v for k, v in model.cfg.to_dict().items() if k in memory_keys}
         key.update(json.dumps(mcfg, sort_keys=True).encode())
         for b in (mem.x_mean, mem.x_std, mem.d_mean, mem.d_std):
             key.update(b.numpy().tobytes())
@@ -130,6 +143,41 @@ class Prepared:
         )
 
 
+def aux_targets(ev, names: list[str], keep: np.ndarray):
+    """Auxiliary targets (N, A) and their masks (N, A), training only.
+
+    akiN: AKI onset within N hours (masked like the main AKI label); creat48: the highest
+    creatinine measured in (t, t+48] minus the last creatinine so far, in mg/dL clipped to +-5
+    (masked where there is no such pair, and like the AKI label). The loss weight of each is
+    train.aux_weight (0.5 if unset)."""
+    from .data import aki_labels
+
+    ci = ev.features.index("Creatinine")
+    y = np.zeros((len(ev.time), len(names)), np.float32)
+    w = np.zeros_like(y)
+    for a, b in zip(ev.starts[:-1], ev.starts[1:], strict=False):
+        t, c = ev.time[a:b], ev.x[a:b, ci].astype(np.float64)
+        for j, name in enumerate(names):
+            if name.startswith("aki"):
+                y[a:b, j] = aki_labels(t, c, float(name[3:]))[0]
+                w[a:b, j] = keep[a:b]
+            elif name == "creat48":
+                obs = ~np.isnan(c)
+                idx = np.where(obs, np.arange(len(c)), -1)
+                idx = np.maximum.accumulate(idx)
+                last = np.where(idx >= 0, c[np.maximum(idx, 0)], np.nan)
+                fut = np.full(len(c), np.nan)
+                oi = np.flatnonzero(obs)
+                for i in range(len(c)):
+                    sel = oi[(t[oi] > t[i]) & (t[oi] <= t[i] + 48)]
+                    if len(sel):
+                        fut[i] = c[sel].max()
+                ok = ~np.isnan(fut) & ~np.isnan(last)
+                y[a:b, j] = np.where(ok, np.clip(fut - last, -5, 5), 0)
+                w[a:b, j] = ok & keep[a:b]
+    return y, w
+
+
 def bce(logit, y, mask, pos_weight=1.0):
     w = mask * (1 + (pos_weight - 1) * y)
     return (F.binary_cross_entropy_with_logits(logit, y, reduction="none") * w).sum()
@@ -142,13 +190,28 @@ def train_epoch(model, prep, opt, tc, rng, ema=None):
     run = 0.0
     for i, idx in enumerate(bar):
         d, aki, keep, sep, valid = prep.batch(idx)
+        if model.cfg.aux:
+            ay, aw = prep.gather(idx, prep.aux_y), prep.gather(idx, prep.aux_w)
         states = model.zero_states(d.shape[1])[: len(model.cfg.state_names()) - model.cfg.memory]
         for s in range(0, d.shape[0], tc["tbptt"]):  # truncated back-propagation through time
             sl = slice(s, s + tc["tbptt"])
-            logits, states = model.network(d[sl], states, seq=True)
+            if model.cfg.aux:
+                logits, states, za = model.network(d[sl], states, seq=True, aux=True)
+            else:
+                logits, states = model.network(d[sl], states, seq=True)
             states = [st.detach() for st in states]
             loss = bce(logits[..., 0], aki[sl], keep[sl], tc["aki_pos_weight"])
             loss = loss + tc["sepsis_weight"] * bce(logits[..., 1], sep[sl], valid[sl])
+            if model.cfg.aux:
+                ya, wa = ay[sl], aw[sl]
+                for j, name in enumerate(model.cfg.aux):
+                    if name.startswith("aki"):
+                        la = bce(za[..., j], ya[..., j], wa[..., j], tc["aki_pos_weight"])
+                    else:
+                        la = (
+                            F.smooth_l1_loss(za[..., j], ya[..., j], reduction="none") * wa[..., j]
+                        ).sum()
+                    loss = loss + tc.get("aux_weight", 0.5) * la
             loss = loss / valid.sum()
             opt.zero_grad()
             loss.backward()
@@ -235,7 +298,7 @@ def calibrate(model, prep, knots: int) -> None:
 
 
 def run(cfg: dict) -> dict:
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     tc = cfg["train"]
     torch.manual_seed(tc["seed"])
     rng = np.random.default_rng(tc["seed"])
@@ -334,7 +397,9 @@ def load_checkpoint(path) -> tuple[RiskModel, dict]:
 
         return load_average(ck), ck
     model = RiskModel(ModelConfig(**ck["model_config"]))
-    model.load_state_dict(ck["state_dict"])
+    # half_life follows from the config (a buffer some experiment checkpoints stored)
+    sd = {k: v for k, v in ck["state_dict"].items() if k != "memory.half_life"}
+    model.load_state_dict(sd)
     return model.eval(), ck
 
 

@@ -21,7 +21,7 @@ def random_sequence(T=120, B=3, seed=0, hourly=False):
     return torch.tensor(x), torch.tensor(dt, dtype=torch.float32)
 
 
-def model(cell="lstm", memory=True, seed=0):
+def model(cell="lstm", memory=True, seed=0, **extra):
     torch.manual_seed(seed)
     cfg = ModelConfig(
         features=FEATURES,
@@ -32,8 +32,12 @@ def model(cell="lstm", memory=True, seed=0):
         memory=memory,
         key_labs=["Creatinine", "BUN"],
         ring_hours=168,
+        **extra,
     )
     return RiskModel(cfg).eval()
+
+
+EMA = {"ema_hours": [6.0, 24.0, 72.0], "key_windows": [6, 24, 72], "aux": ["aki24", "creat48"]}
 
 
 def test_ring_buffer_extrema_exact_for_any_dt():
@@ -114,3 +118,56 @@ def test_average_of_networks_export_parity(tmp_path):
         mean = torch.stack([n(x, dt) for n in avg.nets]).logit().mean(0).sigmoid().numpy()
     assert np.abs(got - ref).max() <= 1e-5
     assert np.abs(ref - mean).max() <= 1e-5  # uncalibrated: sigmoid of the mean logit
+
+
+def test_ema_statistics_exact_for_any_dt():
+    """The decayed weight, mean, mean age, and the weighted trend moments against brute force."""
+    m = model(**EMA)
+    x, dt = random_sequence(T=80, B=3)
+    clock = torch.cumsum(dt, 0)[:, :, 0].double().numpy()
+    with torch.no_grad():
+        _, state = m.memory.sequence(x, dt)
+    assert state.shape[1] == m.cfg.memory_size
+    mean0, std0 = m.memory.x_mean.double().numpy(), m.memory.x_std.double().numpy()
+    for i, hl in enumerate(m.cfg.ema_hours):
+        got = [t.double().numpy() for t in m.memory.unpack_ema(state)[i]]
+        for b in range(x.shape[1]):
+            for v in (0, CI, 7):
+                xs = x[:, b, v].double().numpy()
+                o = ~np.isnan(xs)
+                if not o.any():
+                    assert got[0][b, v] == 0
+                    continue
+                xn = (xs[o] - mean0[v]) / std0[v]
+                age = clock[-1, b] - clock[o, b]
+                w = 0.5 ** (age / hl)
+                mu, am = (w * xn).sum() / w.sum(), (w * age).sum() / w.sum()
+                want = [
+                    w.sum(),
+                    mu,
+                    am,
+                    (w * (age - am) ** 2).sum(),
+                    (w * (age - am) * (xn - mu)).sum(),
+                ]
+                np.testing.assert_allclose([g[b, v] for g in got], want, rtol=1e-4, atol=1e-4)
+
+
+def test_ema_memory_step_forward_and_onnx_parity(tmp_path):
+    import onnxruntime as ort
+
+    m = model(**EMA)
+    D = m.cfg.derived_size
+    x, dt = random_sequence(T=50, B=4)
+    with torch.no_grad():
+        d, _ = m.memory.sequence(x, dt)
+        assert d.shape[-1] == D and torch.isfinite(d).all()
+        ref = m(x, dt)
+        states, out = m.zero_states(x.shape[1]), []
+        for t in range(x.shape[0]):
+            r, states = m.step(x[t], dt[t], states)
+            out.append(r)
+    assert torch.stack(out).sub(ref).abs().max() <= 1e-5
+    export_onnx(m, tmp_path / "model.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = onnx_rollout(sess, m.cfg.state_names(), m.cfg.state_shapes(), x.numpy(), dt.numpy())
+    assert np.abs(got - ref.numpy()).max() <= 1e-5

@@ -30,3 +30,44 @@ def test_train_export_evaluate(tmp_path, monkeypatch):
     # the ONNX evaluation ranks like the torch model (strictly increasing calibration)
     assert abs(man["evaluation"]["aki_48h"]["auroc"] - res["test"]["aki_auroc"]) < 1e-4
     assert (tmp_path / "run" / "model.pt").exists() and (tmp_path / "run" / "config.json").exists()
+
+
+def test_aux_targets_on_sample():
+    import numpy as np
+
+    from models.riskstream_models.data import load_events, make_labels
+    from models.riskstream_models.train import aux_targets
+
+    ev = load_events(SAMPLE)
+    aki, keep, _ = make_labels(ev)
+    y, w = aux_targets(ev, ["aki24", "creat48"], keep)
+    assert np.all(y[:, 0] <= aki) and np.array_equal(w[:, 0] > 0, keep)  # nested horizons
+    ci = ev.features.index("Creatinine")
+    for a, b in zip(ev.starts[:20], ev.starts[1:21], strict=True):
+        t, c = ev.time[a:b], ev.x[a:b, ci]
+        for i in range(b - a):
+            past, fut = c[: i + 1][~np.isnan(c[: i + 1])], (t > t[i]) & (t <= t[i] + 48)
+            fut = c[fut][~np.isnan(c[fut])]
+            ok = len(past) > 0 and len(fut) > 0 and keep[a + i]
+            assert bool(w[a + i, 1]) == ok
+            if ok:
+                assert y[a + i, 1] == np.float32(np.clip(fut.max() - past[-1], -5, 5))
+
+
+def test_train_with_ema_memory_and_aux(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = {
+        "hidden": 8,
+        "head_hidden": 8,
+        "key_labs": ["Creatinine"],
+        "ema_hours": [6, 24],
+        "key_windows": [24],
+        "input_dropout": 0.2,
+        "aux": ["aki24", "creat48"],
+    }
+    cfg = load_config(
+        None,
+        [f"data.path={SAMPLE}", f"model={json.dumps(model)}", "train.epochs=1", "out=run"],
+    )
+    res = run(cfg)
+    assert 0 <= res["val"]["aki_auroc"] <= 1
