@@ -45,6 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             log_level=args.log_level,
             access_log=args.access_log,
+            proxy_headers=args.proxy_headers,
         )
     finally:
         if embedded is not None:
@@ -76,6 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False)
+    serve.add_argument(
+        "--proxy-headers",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="trust X-Forwarded-* from FORWARDED_ALLOW_IPS (behind a reverse proxy)",
+    )
 
     commands.add_parser(
         "evaluate", help="score an event table with a model artifact", add_help=False
