@@ -58,9 +58,17 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             embedded = EmbeddedRedis(settings.data_dir / "redis")
             redis_url = await asyncio.to_thread(embedded.start)
             stack.callback(embedded.stop)
-        client = aioredis.Redis.from_url(
-            redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+        # Requests beyond the pool wait for a connection (up to the socket timeout) instead of
+        # failing with "Too many connections" when many arrive at once.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=settings.redis_max_connections,
+            timeout=5,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            health_check_interval=30,
         )
+        client = aioredis.Redis.from_pool(pool)
         stack.push_async_callback(client.aclose)
 
         database_url = settings.resolved_database_url()
@@ -106,6 +114,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 engine,
                 max_batch=settings.batch_max_size,
                 window_s=settings.batch_window_ms / 1000,
+                in_flight=settings.batch_in_flight,
             )
             batcher.start()
             stack.push_async_callback(batcher.stop)

