@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 from app.core.batcher import MicroBatcher
 from app.core.domain import Event
@@ -28,16 +29,26 @@ def ev(entity: str, event: str) -> Event:
     return Event(entity, event, 1_800_000_000.0, {})
 
 
+@contextlib.asynccontextmanager
+async def running(in_flight: int) -> AsyncIterator[tuple[GatedEngine, MicroBatcher]]:
+    engine = GatedEngine()
+    batcher = MicroBatcher(engine, max_batch=8, window_s=0.0, in_flight=in_flight)  # type: ignore[arg-type]
+    batcher.start()
+    try:
+        yield engine, batcher
+    finally:
+        for gate in engine.gates:
+            gate.set()
+        await batcher.stop()
+
+
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
 
 
 async def test_two_batches_in_flight_never_share_an_entity_and_keep_its_order() -> None:
-    engine = GatedEngine()
-    batcher = MicroBatcher(engine, max_batch=8, window_s=0.0, in_flight=2)  # type: ignore[arg-type]
-    batcher.start()
-    try:
+    async with running(in_flight=2) as (engine, batcher):
         first = asyncio.create_task(batcher.score([ev("x", "1")]))
         await settle()
         second_x = asyncio.create_task(batcher.score([ev("x", "2")]))
@@ -55,17 +66,10 @@ async def test_two_batches_in_flight_never_share_an_entity_and_keep_its_order() 
         assert engine.batches[2] == ["x:2"]
         engine.gates[2].set()
         assert await second_x == ["2"]
-    finally:
-        for gate in engine.gates:
-            gate.set()
-        await batcher.stop()
 
 
 async def test_with_one_in_flight_requests_pile_up_into_the_next_batch() -> None:
-    engine = GatedEngine()
-    batcher = MicroBatcher(engine, max_batch=8, window_s=0.0, in_flight=1)  # type: ignore[arg-type]
-    batcher.start()
-    try:
+    async with running(in_flight=1) as (engine, batcher):
         first = asyncio.create_task(batcher.score([ev("a", "1")]))
         await settle()
         rest = [asyncio.create_task(batcher.score([ev(e, "1")])) for e in "bcd"]
@@ -77,7 +81,3 @@ async def test_with_one_in_flight_requests_pile_up_into_the_next_batch() -> None
         assert engine.batches[1] == ["b:1", "c:1", "d:1"]
         engine.gates[1].set()
         assert [await r for r in rest] == [["1"], ["1"], ["1"]]
-    finally:
-        for gate in engine.gates:
-            gate.set()
-        await batcher.stop()
