@@ -1,8 +1,9 @@
 """Entity state in Redis, advanced by an atomic compare-and-set that also fills the outbox.
 
 Keys (``P`` is the configured prefix):
-- ``P:s:<entity>`` hash: ``step``, ``t`` (last event time), ``mv`` (model name/version),
-  ``latest`` (JSON score) and ``x:<state>`` raw float32 bytes of each state tensor ``(L, H)``.
+- ``P:s:<entity>`` hash (``_FIELDS``): ``step``, ``t`` (last event time), ``mv`` (model
+  name/version), ``latest`` and ``prev`` (JSON scores), ``alerts``, and ``x``: every state
+  tensor ``(L, H)`` as raw float32 bytes, one after the other in the manifest's order.
 - ``P:d:<entity>`` hash event_id -> JSON score, and ``P:o:<entity>`` list of those event ids,
   newest first, trimmed to the dedup history length.
 - ``P:outbox`` stream of scores committed but not yet in the SQL log, read by group ``sql``.

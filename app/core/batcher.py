@@ -3,16 +3,16 @@
 Requests queue their events; one loop takes everything queued (up to ``max_batch`` events) and
 hands it to the engine as one batch. While ``in_flight`` batches are being scored, new requests
 pile up and form the next one, so batches grow with load by themselves; with two in flight one
-computes while the other waits on Redis or the model's thread. (Two batches at once may hold the
-same entity: its compare-and-set makes the later one retry, so each event still applies once.)
-The optional window waits a little longer for company only when the previous batch was shared,
-so a lone request never waits.
+computes while the other waits on Redis or the model's thread. Batches in flight never share an
+entity: a request touching one waits, with every later request for it, so each entity's requests
+are scored in the order they came. The optional window waits a little longer for company only
+when the previous batch was shared, so a lone request never waits.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -56,7 +56,7 @@ class MicroBatcher:
         self._engine = engine
         self._slots = asyncio.Semaphore(in_flight)
         self._dispatching: dict[asyncio.Task[None], set[str]] = {}
-        self._busy: Counter[str] = Counter()  # entities of the batches in flight
+        self._busy: set[str] = set()  # entities of the batches in flight (disjoint sets)
         self._freed = asyncio.Event()
         self._max_batch = max_batch
         self._window_s = window_s
@@ -122,7 +122,7 @@ class MicroBatcher:
             self._engine.stats.batch(size, max(now - t for t, _ in taken))
             requests = [r for _, r in taken]
             entities = {e.entity_id for r in requests for e in r.events}
-            self._busy.update(entities)
+            self._busy |= entities
             task = asyncio.create_task(self._dispatch(requests))
             self._dispatching[task] = entities
             task.add_done_callback(self._done)
@@ -141,7 +141,7 @@ class MicroBatcher:
                 break
             item = self._queue.popleft()
             entities = {e.entity_id for e in item[1].events}
-            if entities & blocked or any(e in self._busy for e in entities):
+            if not entities.isdisjoint(blocked) or not entities.isdisjoint(self._busy):
                 blocked |= entities
                 passed.append(item)
                 continue
@@ -151,8 +151,7 @@ class MicroBatcher:
         return taken, size
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._busy.subtract(self._dispatching.pop(task))
-        self._busy += Counter()  # drop the zeros
+        self._busy -= self._dispatching.pop(task)
         self._slots.release()
         self._freed.set()
 
