@@ -31,6 +31,7 @@ from app.bench.client import RawConnection
 from app.bench.server import PROJECT_ROOT, cpu_seconds, delete_keys, free_port
 from app.bootstrap import open_services
 from app.core.domain import Event, LoggedScore, Outcome, Score
+from app.services import Services
 from app.settings import DEFAULT_MODEL_DIR, Settings
 
 
@@ -82,6 +83,8 @@ def empty_endpoint(concurrency: int = 64, seconds: float = 5.0) -> dict[str, flo
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        else:
+            raise RuntimeError("the empty FastAPI app did not start")
         cpu = cpu_seconds([server.pid])
         done = asyncio.run(_hammer(port, concurrency, seconds))
         cpu = cpu_seconds([server.pid]) - cpu
@@ -116,65 +119,64 @@ def model_steps(model_dir: Path, batches: Sequence[int] = (1, 64, 256)) -> dict[
     return rates
 
 
-async def _engine_cpu(settings: Settings, batches: Sequence[int], events: int) -> dict[str, float]:
+async def _engine_cpu(services: Services, batches: Sequence[int], events: int) -> dict[str, float]:
     """CPU ms per event of ``engine.score`` (this process; the drain stopped), by batch size."""
     out = {}
-    async with open_services(settings) as services:
-        await services.drainer.stop(flush=False)
-        names = services.model.manifest.feature_names
-        rng = random.Random(0)
-        entities = [f"calibrate-{i}" for i in range(10_000)]
-        clock = dict.fromkeys(entities, 1.79e9)
-        for batch in batches:
-            rounds = max(3, events // batch)
-            cpu = 0.0
-            for r in range(rounds + 2):
-                chosen = rng.sample(entities, batch)
-                for e in chosen:
-                    clock[e] += 3600.0
-                batch_events = [
-                    Event(e, f"{r}-{e}", clock[e], {n: rng.random() for n in names[:8]})
-                    for e in chosen
-                ]
-                started = time.process_time()
-                results = await services.engine.score(batch_events)
-                if r >= 2:  # two warm-up rounds
-                    cpu += time.process_time() - started
-                failed = [r for r in results if not isinstance(r, Outcome)]
-                if failed:
-                    raise RuntimeError(f"calibration events failed: {failed[:3]}")
-            out[f"batch_{batch}"] = round(cpu / (rounds * batch) * 1e3, 4)
+    names = services.model.manifest.feature_names
+    rng = random.Random(0)
+    entities = [f"calibrate-{i}" for i in range(10_000)]
+    clock = dict.fromkeys(entities, 1.79e9)
+    for batch in batches:
+        rounds = max(3, events // batch)
+        cpu = 0.0
+        for r in range(rounds + 2):
+            chosen = rng.sample(entities, batch)
+            for e in chosen:
+                clock[e] += 3600.0
+            batch_events = [
+                Event(e, f"{r}-{e}", clock[e], {n: rng.random() for n in names[:8]}) for e in chosen
+            ]
+            started = time.process_time()
+            results = await services.engine.score(batch_events)
+            if r >= 2:  # two warm-up rounds
+                cpu += time.process_time() - started
+            failed = [x for x in results if not isinstance(x, Outcome)]
+            if failed:
+                raise RuntimeError(f"calibration events failed: {failed[:3]}")
+        out[f"batch_{batch}"] = round(cpu / (rounds * batch) * 1e3, 4)
     return out
 
 
-async def _append_cpu(settings: Settings, rows: int, batch: int) -> float:
+async def _append_cpu(services: Services, rows: int, batch: int) -> float:
     """CPU ms per score of ``SqlScoreLog.append`` in batches (all threads of this process)."""
-    async with open_services(settings) as services:
-        await services.drainer.stop(flush=False)
-        rng = random.Random(0)
-        names = services.model.manifest.feature_names
-        records = [
-            LoggedScore(
-                Score(
-                    uuid.uuid4().hex,
-                    f"e{i}",
-                    f"x{i}",
-                    1,
-                    1.79e9 + i,
-                    1.79e9 + i,
-                    "m",
-                    "1",
-                    {"aki_48h": rng.random()},
-                ),
-                {n: rng.random() for n in names[:8]},
-            )
-            for i in range(rows + batch)
-        ]
-        await services.score_log.append(records[:batch])
-        started = time.process_time()
-        for i in range(batch, rows + batch, batch):
-            await services.score_log.append(records[i : i + batch])
-        return round((time.process_time() - started) / rows * 1e3, 4)
+    rng = random.Random(0)
+    names = services.model.manifest.feature_names
+    records = [
+        LoggedScore(
+            Score(
+                uuid.uuid4().hex,
+                f"e{i}",
+                f"x{i}",
+                1,
+                1.79e9 + i,
+                1.79e9 + i,
+                "m",
+                "1",
+                {"aki_48h": rng.random()},
+            ),
+            {n: rng.random() for n in names[:8]},
+        )
+        for i in range(rows + batch)
+    ]
+    await services.score_log.append(records[:batch])
+    started = time.process_time()
+    new = 0
+    for i in range(batch, rows + batch, batch):
+        new += await services.score_log.append(records[i : i + batch])
+    cpu = time.process_time() - started
+    if new != rows:
+        raise RuntimeError(f"the score log took {new} of {rows} new scores")
+    return round(cpu / rows * 1e3, 4)
 
 
 def components(
@@ -184,12 +186,17 @@ def components(
     events: int = 5_000,
     rows: int = 20_000,
 ) -> dict[str, object]:
-    return {
-        "redis": "external" if settings.redis_url else "embedded",
-        "database": settings.resolved_database_url().split(":", 1)[0],
-        "engine_cpu_ms_per_event": asyncio.run(_engine_cpu(settings, batches, events)),
-        "score_log_cpu_ms_per_score": asyncio.run(_append_cpu(settings, rows, min(rows, 1_000))),
-    }
+    async def measure() -> dict[str, object]:
+        async with open_services(settings) as services:
+            await services.drainer.stop(flush=False)
+            return {
+                "redis": "external" if settings.redis_url else "embedded",
+                "database": settings.resolved_database_url().split(":", 1)[0],
+                "engine_cpu_ms_per_event": await _engine_cpu(services, batches, events),
+                "score_log_cpu_ms_per_score": await _append_cpu(services, rows, min(rows, 1_000)),
+            }
+
+    return asyncio.run(measure())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

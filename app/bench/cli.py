@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -58,7 +59,7 @@ def own_server(args: argparse.Namespace) -> Iterator[tuple[ServerProcess, Path]]
             server.stop()
             for pid in processes_under(Path(tmp)):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, 15)
+                    os.kill(pid, signal.SIGTERM)
                     print(f"bench: stopped stray process {pid} in {tmp}", file=sys.stderr)
             if args.redis_url and not args.key_prefix and not args.keep_keys:
                 delete_keys(args.redis_url, env["KEY_PREFIX"])
