@@ -37,6 +37,16 @@ def model(cell="lstm", memory=True, seed=0, **extra):
     return RiskModel(cfg).eval()
 
 
+def stepped(m, x, dt):
+    """The model stepped one hour at a time over the whole sequence: (T, B, K)."""
+    with torch.no_grad():
+        states, out = m.zero_states(x.shape[1]), []
+        for t in range(x.shape[0]):
+            r, states = m.step(x[t], dt[t], states)
+            out.append(r)
+    return torch.stack(out)
+
+
 EMA = {"ema_hours": [6.0, 24.0, 72.0], "key_windows": [6, 24, 72], "aux": ["aki24", "creat48"]}
 
 
@@ -70,11 +80,7 @@ def test_step_equals_forward(cell, memory):
     x, dt = random_sequence(T=40)
     with torch.no_grad():
         ref = m(x, dt)
-        states, out = m.zero_states(x.shape[1]), []
-        for t in range(x.shape[0]):
-            r, states = m.step(x[t], dt[t], states)
-            out.append(r)
-    assert torch.stack(out).sub(ref).abs().max() <= 1e-5
+    assert stepped(m, x, dt).sub(ref).abs().max() <= 1e-5
 
 
 def test_no_look_ahead():
@@ -162,11 +168,7 @@ def test_ema_memory_step_forward_and_onnx_parity(tmp_path):
         d, _ = m.memory.sequence(x, dt)
         assert d.shape[-1] == D and torch.isfinite(d).all()
         ref = m(x, dt)
-        states, out = m.zero_states(x.shape[1]), []
-        for t in range(x.shape[0]):
-            r, states = m.step(x[t], dt[t], states)
-            out.append(r)
-    assert torch.stack(out).sub(ref).abs().max() <= 1e-5
+    assert stepped(m, x, dt).sub(ref).abs().max() <= 1e-5
     export_onnx(m, tmp_path / "model.onnx")
     sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     got = onnx_rollout(sess, m.cfg.state_names(), m.cfg.state_shapes(), x.numpy(), dt.numpy())
