@@ -167,12 +167,12 @@ class RedisStateStore:
 
     def _decode(self, row: Sequence[bytes | None]) -> EntityState | None:
         step, t, mv, latest, prev, alerts, blob = row
-        if step is None:
+        if step is None or t is None or mv is None:
             return None
         return EntityState(
             step=int(step),
-            last_time=float(t) if t is not None else 0.0,
-            model_key=mv.decode() if mv is not None else "",  # no model: starts afresh
+            last_time=float(t),
+            model_key=mv.decode(),
             tensors=self._tensors(blob),
             latest=decode_score(latest) if latest else None,
             previous=decode_score(prev) if prev else None,
