@@ -30,6 +30,7 @@ from app.core.engine import ScoringEngine
 from app.services import Services
 from app.settings import Settings
 from app.web import entities, errors, events, metrics, system, views
+from app.web.fast_path import SingleEventFastPath
 from app.web.limits import BodySizeLimit
 from app.web.responses import JSON
 
@@ -156,6 +157,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         **_NO_NATIVE_TELEMETRY,
     )
     errors.install(app, retry_after=settings.retry_after_seconds)
+    app.add_middleware(
+        SingleEventFastPath,
+        route=events.single_event_route(),
+        retry_after=settings.retry_after_seconds,
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(metrics.RequestTimer)
     app.include_router(events.router)
