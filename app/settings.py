@@ -6,7 +6,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_DIR = PROJECT_ROOT / "models" / "aki-lstm" / "1.0.0"
+DEFAULT_MODEL_DIR = PROJECT_ROOT / "models" / "aki-lstm" / "1.2.0"
 
 
 class Settings(BaseSettings):

@@ -78,7 +78,7 @@ def rows_of(ev: EventTable, idx: np.ndarray) -> np.ndarray:
     return np.concatenate([np.arange(ev.starts[i], ev.starts[i + 1]) for i in idx])
 
 
-def fit_lgb(X, y, Xv, yv, seed=0):
+def fit_lgb(X, y, Xv, yv, seed=0, threads=2):
     params = {
         "objective": "binary",
         "learning_rate": 0.05,
@@ -88,7 +88,7 @@ def fit_lgb(X, y, Xv, yv, seed=0):
         "bagging_fraction": 0.8,
         "bagging_freq": 1,
         "lambda_l2": 1.0,
-        "num_threads": 2,
+        "num_threads": threads,
         "seed": seed,
         "metric": "average_precision",
         "verbose": -1,

@@ -55,6 +55,9 @@ DEFAULTS = {
         "aki_pos_weight": 4.0,
         "sepsis_weight": 0.5,
         "clip": 1.0,
+        "distill": None,  # alpha: AKI target alpha * teacher + (1 - alpha) * label
+        "distill_sepsis": None,  # the same for sepsis
+        "teacher": "runs/teacher/oof.npz",  # out-of-fold teacher probabilities (distill.py)
     },
     "out": "runs/aki-lstm",
     "export": None,  # {"dir": "models/aki-lstm/1.0.0", "name": "aki-lstm", "version": "1.0.0"}
@@ -97,6 +100,18 @@ class Prepared:
         self.d = self.cached_features(model)
         if model.cfg.aux:
             self.aux_y, self.aux_w = aux_targets(self.ev, model.cfg.aux, self.keep)
+        tc = cfg["train"]
+        self.distill = tc.get("distill") is not None or tc.get("distill_sepsis") is not None
+        if self.distill:  # soft training targets (class weights stay those of the labels)
+            t = np.load(tc["teacher"])
+            assert str(t["fingerprint"]) == self.ev.fingerprint, "teacher for another table"
+            assert int(t["split_seed"]) == d["split_seed"], "teacher for another split"
+            rows = np.concatenate(
+                [np.arange(*self.ev.starts[i : i + 2]) for i in self.split["train"]]
+            )
+            a, s = tc.get("distill") or 0.0, tc.get("distill_sepsis") or 0.0
+            self.soft_aki = soft_targets(self.aki, t["aki"], a, rows)
+            self.soft_sepsis = soft_targets(self.sepsis, t["sepsis"], s, rows) if s else self.sepsis
 
     def gather(self, idx: np.ndarray, v: np.ndarray) -> torch.Tensor:
         """Rows of v (N, ...) for entities idx -> (T, B, ...) zero-padded."""
@@ -143,6 +158,15 @@ class Prepared:
         )
 
 
+def soft_targets(y: np.ndarray, teacher: np.ndarray, alpha: float, rows: np.ndarray):
+    """Distillation targets: alpha * teacher + (1 - alpha) * y on rows (the training hours,
+    which must all have a teacher probability), y elsewhere."""
+    assert 0.0 <= alpha <= 1.0 and np.isfinite(teacher[rows]).all()
+    out = y.astype(np.float32)
+    out[rows] = alpha * teacher[rows] + (1 - alpha) * y[rows]
+    return out
+
+
 def aux_targets(ev, names: list[str], keep: np.ndarray):
     """Auxiliary targets (N, A) and their masks (N, A), training only.
 
@@ -178,9 +202,11 @@ def aux_targets(ev, names: list[str], keep: np.ndarray):
     return y, w
 
 
-def bce(logit, y, mask, pos_weight=1.0):
+def bce(logit, y, mask, pos_weight=1.0, target=None):
+    """Class-weighted BCE; the weights follow the label y, the target is y unless given (soft)."""
     w = mask * (1 + (pos_weight - 1) * y)
-    return (F.binary_cross_entropy_with_logits(logit, y, reduction="none") * w).sum()
+    target = y if target is None else target
+    return (F.binary_cross_entropy_with_logits(logit, target, reduction="none") * w).sum()
 
 
 def train_epoch(model, prep, opt, tc, rng, ema=None):
@@ -190,6 +216,9 @@ def train_epoch(model, prep, opt, tc, rng, ema=None):
     run = 0.0
     for i, idx in enumerate(bar):
         d, aki, keep, sep, valid = prep.batch(idx)
+        soft_aki, soft_sep = aki, sep
+        if prep.distill:
+            soft_aki, soft_sep = prep.gather(idx, prep.soft_aki), prep.gather(idx, prep.soft_sepsis)
         if model.cfg.aux:
             ay, aw = prep.gather(idx, prep.aux_y), prep.gather(idx, prep.aux_w)
         states = model.zero_states(d.shape[1])[: len(model.cfg.state_names()) - model.cfg.memory]
@@ -200,8 +229,10 @@ def train_epoch(model, prep, opt, tc, rng, ema=None):
             else:
                 logits, states = model.network(d[sl], states, seq=True)
             states = [st.detach() for st in states]
-            loss = bce(logits[..., 0], aki[sl], keep[sl], tc["aki_pos_weight"])
-            loss = loss + tc["sepsis_weight"] * bce(logits[..., 1], sep[sl], valid[sl])
+            loss = bce(logits[..., 0], aki[sl], keep[sl], tc["aki_pos_weight"], soft_aki[sl])
+            loss = loss + tc["sepsis_weight"] * bce(
+                logits[..., 1], sep[sl], valid[sl], target=soft_sep[sl]
+            )
             if model.cfg.aux:
                 ya, wa = ay[sl], aw[sl]
                 for j, name in enumerate(model.cfg.aux):
@@ -409,8 +440,16 @@ def export_checkpoint(path, out, name, version) -> dict:
     from .export import export
 
     model, ck = load_checkpoint(path)
-    d = ck["cfg"]["data"]
-    export(model, out, name, version, ck["training_data"], {}, load_events(SAMPLE))
+    d, tc = ck["cfg"]["data"], ck["cfg"]["train"]
+    training = dict(ck["training_data"])
+    if tc.get("distill") is not None or tc.get("distill_sepsis") is not None:
+        training["distillation"] = {  # training targets only; the graph is the same
+            "teacher": "LightGBM on 254 history features, out-of-fold over 5 patient folds of "
+            "the train split (models/riskstream_models/distill.py)",
+            "aki_48h_alpha": tc.get("distill"),
+            "sepsis_alpha": tc.get("distill_sepsis"),
+        }
+    export(model, out, name, version, training, {}, load_events(SAMPLE))
     res = evaluate(out, d["path"], split="test", seed=d["split_seed"])
     man_path = Path(out) / "manifest.json"
     man = json.loads(man_path.read_text())

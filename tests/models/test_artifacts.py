@@ -12,6 +12,7 @@ ARTIFACTS = [
     "tests/fixtures/models/tiny/0.1.0",
     "models/aki-lstm/1.0.0",
     "models/aki-lstm/1.1.0",
+    "models/aki-lstm/1.2.0",
     "models/aki-lstm-gbm/1.0.0",
 ]
 
