@@ -8,6 +8,7 @@ T="python -m models.riskstream_models.train --config models/configs/aki-lstm.jso
 for a in 0.5 0.8 1.0; do
     $T --set out=runs/distill-$a --set train.distill=$a
 done
+$T --set out=runs/distill-0.8-no-memory --set train.distill=0.8 --set model.memory=false
 $T --set out=runs/distill-0.8-seed-1 --set train.distill=0.8 --set train.seed=1
 A="python -m models.riskstream_models.average"
 $A runs/distill-0.5/model.pt runs/distill-0.8/model.pt runs/distill-1.0/model.pt --out runs/avg-distill3
