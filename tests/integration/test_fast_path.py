@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -11,20 +10,16 @@ import pytest
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from app.bootstrap import create_app
-from app.settings import Settings
 from app.web.fast_path import SingleEventFastPath
+from tests.support.service import Running
 
 T = ["2026-11-25T08:00:00Z", "2026-11-25T09:30:00Z", "2026-11-25T10:00:00Z"]
 VALUES = [{"HR": 92, "Creatinine": 1.1}, {"HR": 101, "Temp": 38.2}, {"Creatinine": 1.6}]
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app) as state:
-        app.state.services = state["services"]
-        yield app
+def app(service: Running) -> FastAPI:
+    return service.app
 
 
 def client(asgi: Any) -> httpx.AsyncClient:

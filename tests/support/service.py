@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from app.adapters.sql.score_log import SqlScoreLog
 from app.bootstrap import create_app
@@ -33,6 +34,7 @@ def settings(
 class Running:
     client: httpx.AsyncClient
     services: Services
+    app: FastAPI
 
 
 @pytest.fixture
@@ -41,7 +43,7 @@ async def service(settings: Settings) -> AsyncIterator[Running]:
     async with app.router.lifespan_context(app) as state:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://riskstream") as client:
-            yield Running(client, state["services"])
+            yield Running(client, state["services"], app)
 
 
 async def wait_logged(log: SqlScoreLog, entity_id: str, count: int, timeout: float = 20.0) -> list:
