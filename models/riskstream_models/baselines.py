@@ -74,10 +74,6 @@ def history_features(ev: EventTable) -> pd.DataFrame:
     return pd.DataFrame(out).astype(np.float32)
 
 
-def rows_of(ev: EventTable, idx: np.ndarray) -> np.ndarray:
-    return np.concatenate([np.arange(ev.starts[i], ev.starts[i + 1]) for i in idx])
-
-
 def fit_lgb(X, y, Xv, yv, seed=0, threads=2):
     params = {
         "objective": "binary",
@@ -111,8 +107,7 @@ def run(data: str = SETA, out: str = "runs/baselines", seed: int = 0, logreg: bo
     print(f"{X.shape[1]} history features for {len(X)} rows in {time.time() - t0:.0f} s")
     ents = ev.entities()
     split = {
-        k: rows_of(ev, np.flatnonzero(np.isin(ents, v)))
-        for k, v in split_entities(ents, seed).items()
+        k: ev.rows(np.flatnonzero(np.isin(ents, v))) for k, v in split_entities(ents, seed).items()
     }
     tr, va, te = split["train"], split["val"], split["test"]
     res = {}

@@ -85,6 +85,10 @@ class EventTable:
     def entities(self) -> np.ndarray:
         return self.entity[self.starts[:-1]]
 
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """The row numbers of entities idx, entity by entity."""
+        return np.concatenate([np.arange(self.starts[i], self.starts[i + 1]) for i in idx])
+
     def dt(self) -> np.ndarray:
         """(N,) hours since the entity's previous event, 0 for its first."""
         d = np.diff(self.time, prepend=0.0)

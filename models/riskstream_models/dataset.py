@@ -51,7 +51,7 @@ def derived_features(
         x, dt, valid = padded(ev, b)
         d, _ = model.memory.sequence(x, dt, raw=raw)  # (T, B, D)
         feats.append(d.transpose(0, 1)[valid.T].numpy())  # (rows, D), entity-major
-        rows.append(np.concatenate([np.arange(ev.starts[i], ev.starts[i + 1]) for i in b]))
+        rows.append(ev.rows(b))
     order = np.argsort(np.concatenate(rows), kind="stable")
     return np.concatenate(feats)[order]
 
@@ -62,7 +62,7 @@ def fit_normalisation(
 ):
     """Set x_mean/x_std (observed values) and d_mean/d_std (derived features) from idx."""
     mem = model.memory
-    rows = np.concatenate([np.arange(ev.starts[i], ev.starts[i + 1]) for i in idx])
+    rows = ev.rows(idx)
     x = ev.x[rows].astype(np.float64)
     obs = ~np.isnan(x)
     n = np.maximum(obs.sum(0), 1)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from .baselines import fit_lgb, history_features, rows_of
+from .baselines import fit_lgb, history_features
 from .data import SETA, load_events, make_labels, split_entities
 
 
@@ -40,14 +40,14 @@ def run(
     ents = ev.entities()
     parts = split_entities(ents, seed)
     train = np.flatnonzero(np.isin(ents, parts["train"]))  # entity indices
-    va = rows_of(ev, np.flatnonzero(np.isin(ents, parts["val"])))
+    va = ev.rows(np.flatnonzero(np.isin(ents, parts["val"])))
     fold = folds(len(train), k, seed)
     targets = {"aki": (aki, keep)}
     if ev.sepsis is not None:
         targets["sepsis"] = (ev.sepsis, np.ones_like(keep))
     oof = {name: np.full(len(ev.time), np.nan, np.float32) for name in targets}
     for f in range(k):
-        fit, held = rows_of(ev, train[fold != f]), rows_of(ev, train[fold == f])
+        fit, held = ev.rows(train[fold != f]), ev.rows(train[fold == f])
         for name, (y, m) in targets.items():
             a, b = fit[m[fit]], va[m[va]]
             booster = fit_lgb(X.iloc[a], y[a], X.iloc[b], y[b], seed, threads)
@@ -57,7 +57,7 @@ def run(
                 f"({time.time() - t0:.0f} s)",
                 flush=True,
             )
-    rows = rows_of(ev, train)
+    rows = ev.rows(train)
     res = {"seconds": time.time() - t0}
     for name, (y, m) in targets.items():  # the teacher's out-of-fold figures on the train split
         r = rows[m[rows]]

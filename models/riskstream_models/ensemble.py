@@ -192,10 +192,7 @@ def run(checkpoint: str, out: str, name: str, version: str) -> dict:
     model, ck = load_checkpoint(checkpoint)
     prep = Prepared(ck["cfg"], model)
     sp = prep.split
-    tr, va = (
-        np.concatenate([np.arange(prep.ev.starts[i], prep.ev.starts[i + 1]) for i in sp[s]])
-        for s in ("train", "val")
-    )
+    tr, va = (prep.ev.rows(sp[s]) for s in ("train", "val"))
     labels = [(prep.aki, prep.keep), (prep.sepsis, np.ones_like(prep.keep))]
     trees, w, xk, yk = [], [], [], []
     zv, rv = logits_for(model, prep, sp["val"])

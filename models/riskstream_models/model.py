@@ -434,9 +434,13 @@ class RiskModel(nn.Module):
         o, c = rnn(u, s["c"][i])
         return o, {"c": c}
 
-    def network(self, d, states, seq: bool, aux: bool = False):
-        """d (T, B, D) if seq else (B, D); recurrent states -> logits (..., K), new states
-        (and the auxiliary outputs (..., A) if aux)."""
+    def network(self, d, states, seq: bool):
+        """d (T, B, D) if seq else (B, D); recurrent states -> logits (..., K), new states."""
+        top, states = self.trunk(d, states, seq)
+        return self.logits(top), states
+
+    def trunk(self, d, states, seq: bool):
+        """The recurrent layers -> what the heads read (..., H [+ D]), new states (L, B, H)."""
         s, _ = self._split_states(states)
         d = self.drop_in(d)
         u = self.drop(F.relu(self.embed(d)))  # (T, B, H)
@@ -450,11 +454,10 @@ class RiskModel(nn.Module):
                 o = g * o + (1 - g) * u
             u = self.drop(o)
         top = torch.cat([u, d], dim=-1) if self.cfg.heads_read_memory else u
-        logits = torch.cat([head(top) for head in self.heads], dim=-1)  # (..., K)
-        states = [torch.stack(new[k]) for k in new]  # each (L, B, H)
-        if aux:
-            return logits, states, self.aux_head(top)
-        return logits, states
+        return top, [torch.stack(new[k]) for k in new]  # each (L, B, H)
+
+    def logits(self, top):
+        return torch.cat([head(top) for head in self.heads], dim=-1)  # (..., K)
 
     def calibrate(self, z):
         """Logits (..., K) -> calibrated probabilities (..., K)."""

@@ -27,7 +27,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm import tqdm
 
-from .data import FEATURES, load_events, make_labels, split_entities
+from .data import FEATURES, aki_labels, load_events, make_labels, split_entities
 from .dataset import derived_features, fit_normalisation, length_batches
 from .export import SAMPLE
 from .metrics import aki_report
@@ -106,9 +106,7 @@ class Prepared:
             t = np.load(tc["teacher"])
             assert str(t["fingerprint"]) == self.ev.fingerprint, "teacher for another table"
             assert int(t["split_seed"]) == d["split_seed"], "teacher for another split"
-            rows = np.concatenate(
-                [np.arange(*self.ev.starts[i : i + 2]) for i in self.split["train"]]
-            )
+            rows = self.ev.rows(self.split["train"])
             a, s = tc.get("distill") or 0.0, tc.get("distill_sepsis") or 0.0
             self.soft_aki = soft_targets(self.aki, t["aki"], a, rows)
             self.soft_sepsis = soft_targets(self.sepsis, t["sepsis"], s, rows) if s else self.sepsis
@@ -174,8 +172,6 @@ def aux_targets(ev, names: list[str], keep: np.ndarray):
     creatinine measured in (t, t+48] minus the last creatinine so far, in mg/dL clipped to +-5
     (masked where there is no such pair, and like the AKI label). The loss weight of each is
     train.aux_weight (0.5 if unset)."""
-    from .data import aki_labels
-
     ci = ev.features.index("Creatinine")
     y = np.zeros((len(ev.time), len(names)), np.float32)
     w = np.zeros_like(y)
@@ -224,17 +220,15 @@ def train_epoch(model, prep, opt, tc, rng, ema=None):
         states = model.zero_states(d.shape[1])[: len(model.cfg.state_names()) - model.cfg.memory]
         for s in range(0, d.shape[0], tc["tbptt"]):  # truncated back-propagation through time
             sl = slice(s, s + tc["tbptt"])
-            if model.cfg.aux:
-                logits, states, za = model.network(d[sl], states, seq=True, aux=True)
-            else:
-                logits, states = model.network(d[sl], states, seq=True)
+            top, states = model.trunk(d[sl], states, seq=True)
+            logits = model.logits(top)
             states = [st.detach() for st in states]
             loss = bce(logits[..., 0], aki[sl], keep[sl], tc["aki_pos_weight"], soft_aki[sl])
             loss = loss + tc["sepsis_weight"] * bce(
                 logits[..., 1], sep[sl], valid[sl], target=soft_sep[sl]
             )
             if model.cfg.aux:
-                ya, wa = ay[sl], aw[sl]
+                za, ya, wa = model.aux_head(top), ay[sl], aw[sl]
                 for j, name in enumerate(model.cfg.aux):
                     if name.startswith("aki"):
                         la = bce(za[..., j], ya[..., j], wa[..., j], tc["aki_pos_weight"])
@@ -270,9 +264,7 @@ def logits_for(model, prep, idx, batch=512) -> tuple[np.ndarray, np.ndarray]:
             seq=True,
         )
         out.append(z.transpose(0, 1)[valid.T.bool()].numpy())
-        rows.append(
-            np.concatenate([np.arange(prep.ev.starts[i], prep.ev.starts[i + 1]) for i in b])
-        )
+        rows.append(prep.ev.rows(b))
     return np.concatenate(out), np.concatenate(rows)
 
 
