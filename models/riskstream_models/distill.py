@@ -8,7 +8,7 @@ history features (`baselines.fit_lgb`, early-stopped on the validation split lik
 is fitted on the other K-1 folds and predicts the held-out fold, so no training hour is scored by
 trees that saw its patient. Saved (.npz): `aki` and `sepsis`, (N,) probabilities aligned to the
 event-table rows and NaN outside the training split (validation, calib and test hours never get
-teacher targets), with the table's `fingerprint` and the `split_seed`.
+teacher targets), with the table's `fingerprint`, the `split_seed` and the number of `folds`.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def run(
             "oof_auprc": average_precision_score(y[r], oof[name][r]),
         }
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, fingerprint=ev.fingerprint, split_seed=seed, **oof)
+    np.savez(out, fingerprint=ev.fingerprint, split_seed=seed, folds=k, **oof)
     Path(out).with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
     return res
 

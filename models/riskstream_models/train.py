@@ -102,8 +102,10 @@ class Prepared:
             self.aux_y, self.aux_w = aux_targets(self.ev, model.cfg.aux, self.keep)
         tc = cfg["train"]
         self.distill = tc.get("distill") is not None or tc.get("distill_sepsis") is not None
+        self.teacher_folds = 0
         if self.distill:  # soft training targets (class weights stay those of the labels)
             t = np.load(tc["teacher"])
+            self.teacher_folds = int(t["folds"])
             assert str(t["fingerprint"]) == self.ev.fingerprint, "teacher for another table"
             assert int(t["split_seed"]) == d["split_seed"], "teacher for another split"
             rows = self.ev.rows(self.split["train"])
@@ -400,7 +402,7 @@ def run(cfg: dict) -> dict:
 
 def training_data(cfg: dict, prep: Prepared) -> dict:
     d = cfg["data"]
-    return {
+    out = {
         "name": d["name"],
         "fingerprint": prep.ev.fingerprint,
         "rows": len(prep.ev.time),
@@ -411,6 +413,15 @@ def training_data(cfg: dict, prep: Prepared) -> dict:
         },
         "train_entities": len(prep.split["train"]),
     }
+    if prep.distill:
+        tc = cfg["train"]
+        out["distillation"] = {  # the training targets only; the graph is the same
+            "teacher": "LightGBM on the baseline's history features, out of fold over "
+            f"{prep.teacher_folds} patient folds of the train split (distill.py)",
+            "aki_48h_alpha": tc.get("distill"),
+            "sepsis_alpha": tc.get("distill_sepsis"),
+        }
+    return out
 
 
 def load_checkpoint(path) -> tuple[RiskModel, dict]:
@@ -432,16 +443,8 @@ def export_checkpoint(path, out, name, version) -> dict:
     from .export import export
 
     model, ck = load_checkpoint(path)
-    d, tc = ck["cfg"]["data"], ck["cfg"]["train"]
-    training = dict(ck["training_data"])
-    if tc.get("distill") is not None or tc.get("distill_sepsis") is not None:
-        training["distillation"] = {  # training targets only; the graph is the same
-            "teacher": "LightGBM on 254 history features, out-of-fold over 5 patient folds of "
-            "the train split (models/riskstream_models/distill.py)",
-            "aki_48h_alpha": tc.get("distill"),
-            "sepsis_alpha": tc.get("distill_sepsis"),
-        }
-    export(model, out, name, version, training, {}, load_events(SAMPLE))
+    d = ck["cfg"]["data"]
+    export(model, out, name, version, ck["training_data"], {}, load_events(SAMPLE))
     res = evaluate(out, d["path"], split="test", seed=d["split_seed"])
     man_path = Path(out) / "manifest.json"
     man = json.loads(man_path.read_text())
