@@ -1,5 +1,5 @@
 #!/bin/sh
-# The default artifact models/aki-lstm/1.1.0: three LSTM 2x128 networks with the feature memory,
+# The opt-in artifact models/aki-lstm/1.1.0: three LSTM 2x128 networks with the feature memory,
 # trained with three recipes on the same split, averaged in one ONNX step that shares one memory
 # `m` (h, c [2, 384]); run from the repo root. ~25 min training on one core (OMP_NUM_THREADS=1).
 set -e
