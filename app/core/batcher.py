@@ -18,17 +18,24 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from app.core.domain import Event
-from app.core.engine import Result, ScoringEngine
+from app.core.engine import Result
+from app.core.stats import EngineStats
 
 
 class Scorer(Protocol):
     async def score(self, events: Sequence[Event]) -> list[Result]: ...
 
 
+class Engine(Scorer, Protocol):
+    """What batching needs of the engine: scoring a batch, and its statistics."""
+
+    stats: EngineStats
+
+
 class DirectScorer:
     """Batching off: each request is its own batch."""
 
-    def __init__(self, engine: ScoringEngine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     async def score(self, events: Sequence[Event]) -> list[Result]:
@@ -47,7 +54,7 @@ class _Request:
 class MicroBatcher:
     def __init__(
         self,
-        engine: ScoringEngine,
+        engine: Engine,
         *,
         max_batch: int,
         window_s: float,
