@@ -19,7 +19,6 @@ import struct
 import time
 from collections.abc import Sequence
 
-import numpy as np
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -32,6 +31,7 @@ from app.adapters.codec import (
     score_to_dict,
 )
 from app.adapters.redis_common import ViewKeys, redis_errors
+from app.adapters.state_blob import StateBlob
 from app.core.domain import Commit, EntityState, LoggedScore, Snapshot
 from app.core.manifest import StateSpec
 from app.core.ports import Observe, ignore
@@ -50,18 +50,19 @@ return out
 
 # One call per batch, each event its own compare-and-set.
 # KEYS: outbox, feed, version, one watchlist per output, then per event: state, seen, order.
-# ARGV: dedup history, feed length, number of outputs, then one packed record per event (see
+# ARGV: dedup history, feed length, number of outputs, then two per event: a packed record (see
 #       ``_pack``): expected step, event id, score JSON, outbox entry, feed entry, entity id, one
-#       risk per output, then the values of the state hash's fields (``_FIELDS``; an empty
-#       ``prev`` leaves it as it was). One argument per event keeps the client's work small.
+#       risk per output, then the values of the state hash's fields but the last (``_FIELDS``;
+#       an empty ``prev`` leaves it as it was); and the state blob ``x``, on its own because Lua
+#       pays per byte for every copy of it. Few arguments per event keep the client's work small.
 # Returns per event 1 (committed) or 0 (the step moved: retry).
 _COMMIT = """
 local keep, feed_len, n_out = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local n_fields = 6 + n_out + %d
+local n_fields = 6 + n_out + %d - 1
 local names = {%s}
 local done = {}
 local k = 3 + n_out + 1
-for a = 4, #ARGV do
+for a = 4, #ARGV, 2 do
   local record = ARGV[a]
   local f, pos = {}, 1 + 4 * n_fields
   for i = 1, n_fields do
@@ -89,7 +90,7 @@ for a = 4, #ARGV do
     end
     local set = {}
     for j, name in ipairs(names) do
-      local v = f[6 + n_out + j]
+      local v = f[6 + n_out + j] or ARGV[a + 1]
       if v ~= '' then
         set[#set + 1] = name
         set[#set + 1] = v
@@ -137,8 +138,7 @@ class RedisStateStore:
         self.keys = ViewKeys(prefix)
         self._observe = observe
         self._prefix = prefix
-        self._specs = tuple(states)
-        self._sizes = [rows * cols for rows, cols in (spec.shape for spec in self._specs)]
+        self._blob = StateBlob(states)
         self._history = dedup_history
         self._load = client.register_script(_LOAD % _lua_list(_FIELDS))
         self._commit = client.register_script(_COMMIT % (len(_FIELDS), _lua_list(_FIELDS)))
@@ -155,16 +155,6 @@ class RedisStateStore:
         p = self._prefix
         return f"{p}:s:{entity_id}", f"{p}:d:{entity_id}", f"{p}:o:{entity_id}"
 
-    def _tensors(self, blob: bytes | None) -> dict[str, np.ndarray]:
-        if blob is None or len(blob) != 4 * sum(self._sizes):
-            return {}  # none yet, or made by a model of another shape: the engine starts afresh
-        flat = np.frombuffer(blob, dtype=np.float32)
-        tensors, start = {}, 0
-        for spec, size in zip(self._specs, self._sizes):
-            tensors[spec.name] = flat[start : start + size].reshape(spec.shape)  # (L, H)
-            start += size
-        return tensors
-
     def _decode(self, row: Sequence[bytes | None]) -> EntityState | None:
         step, t, mv, latest, prev, alerts, blob = row
         if step is None or t is None or mv is None:
@@ -173,7 +163,7 @@ class RedisStateStore:
             step=int(step),
             last_time=float(t),
             model_key=mv.decode(),
-            tensors=self._tensors(blob),
+            tensors=self._blob.decode(blob),
             latest=decode_score(latest) if latest else None,
             previous=decode_score(prev) if prev else None,
             alerts=orjson.loads(alerts) if alerts else {},
@@ -201,10 +191,6 @@ class RedisStateStore:
             keys += self._keys(score.entity_id)
             latest = encode_score(score)
             feed_entry = orjson.dumps({"score": score_to_dict(score), "alerts": state.alerts})
-            blob = b"".join(
-                np.ascontiguousarray(state.tensors[spec.name], np.float32).tobytes()
-                for spec in self._specs
-            )
             args.append(
                 _pack(
                     [
@@ -222,10 +208,10 @@ class RedisStateStore:
                         latest,
                         encode_score(state.previous) if state.previous is not None else b"",
                         orjson.dumps(state.alerts),
-                        blob,
                     ]
                 )
             )
+            args.append(self._blob.encode(state.tensors))
         async with redis_errors():
             started = time.perf_counter()
             replies = await self._commit(keys=keys, args=args)

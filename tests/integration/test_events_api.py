@@ -48,7 +48,9 @@ async def test_an_event_is_scored_logged_and_readable(service: Running) -> None:
     assert history["next_after_step"] is None
 
 
-async def test_a_stream_matches_the_model_run_offline(service: Running, tiny_model_dir) -> None:
+async def test_a_stream_matches_the_model_run_offline(
+    redis_client, service: Running, tiny_model_dir, key_prefix: str
+) -> None:  # redis_client first: its teardown deletes the keys after the service has stopped
     rng = np.random.default_rng(7)
     features = service.services.model.manifest.feature_names
     n = 30
@@ -81,6 +83,13 @@ async def test_a_stream_matches_the_model_run_offline(service: Running, tiny_mod
         risk, states = offline.step(values[i : i + 1], dt, states)
         expected.append(risk[0])
     np.testing.assert_allclose(np.array(served), np.array(expected), atol=1e-5, rtol=0)
+    # the state kept in Redis (stored sparse: most of the feature memory is zeros) is bit-exact
+    stored = await service.services.store.get(e)
+    assert stored is not None
+    for name, tensor in states.items():
+        assert stored.tensors[name].tobytes() == tensor[:, 0, :].tobytes(), name
+    raw = await redis_client.hget(f"{key_prefix}:s:{e}", "x")
+    assert raw is not None and len(raw) < 4 * sum(t.size for t in states.values())
 
 
 async def test_a_duplicate_returns_the_same_answer_and_does_not_advance(service: Running) -> None:
