@@ -7,7 +7,7 @@ import pytest
 
 from app.core.domain import EntityState, Event, Outcome
 from app.core.drain import drain_once
-from app.core.engine import ScoringEngine
+from app.core.engine import RandomIds, ScoringEngine
 from app.core.errors import Contention, InvalidInput, OutOfOrder, UnknownEntity
 from tests.unit.fakes import FakeLog, FakeModel, FakeOutbox, FakeStore
 
@@ -176,3 +176,10 @@ async def test_drain_moves_the_outbox_into_the_log_once() -> None:
     assert await drain_once(outbox, log, limit=3) == 2
     assert await drain_once(outbox, log, limit=3) == 0
     assert len(log.scores) == 5 and await outbox.backlog() == 0
+
+
+def test_score_ids_are_distinct_32_hex_digit_strings_across_refills() -> None:
+    ids = RandomIds()
+    drawn = [ids() for _ in range(1_000)]  # 4 refills of the pool
+    assert len(set(drawn)) == len(drawn)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in drawn)
