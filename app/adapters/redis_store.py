@@ -3,7 +3,7 @@
 Keys (``P`` is the configured prefix):
 - ``P:s:<entity>`` hash (``_FIELDS``): ``step``, ``t`` (last event time), ``mv`` (model
   name/version), ``latest`` and ``prev`` (JSON scores), ``alerts``, and ``x``: every state
-  tensor ``(L, H)`` as raw float32 bytes, one after the other in the manifest's order.
+  tensor ``(L, H)`` in one blob, sparse when that is shorter (``state_blob.py``).
 - ``P:d:<entity>`` hash event_id -> JSON score, and ``P:o:<entity>`` list of those event ids,
   newest first, trimmed to the dedup history length.
 - ``P:outbox`` stream of scores committed but not yet in the SQL log, read by group ``sql``.
