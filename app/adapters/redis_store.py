@@ -70,6 +70,7 @@ for a = 4, #ARGV, 2 do
     f[i] = string.sub(record, pos, pos + len - 1)
     pos = pos + len
   end
+  f[n_fields + 1] = ARGV[a + 1]  -- the state blob, the last of the hash's fields
   local state, seen, order = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   local cur = redis.call('HGET', state, 'step')
   if (tonumber(cur) or 0) ~= tonumber(f[1]) then
@@ -90,7 +91,7 @@ for a = 4, #ARGV, 2 do
     end
     local set = {}
     for j, name in ipairs(names) do
-      local v = f[6 + n_out + j] or ARGV[a + 1]
+      local v = f[6 + n_out + j]
       if v ~= '' then
         set[#set + 1] = name
         set[#set + 1] = v
