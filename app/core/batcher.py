@@ -1,12 +1,14 @@
 """Micro-batching: concurrent requests share one state read, one model call, one commit.
 
-Requests queue their events; one loop takes everything queued (up to ``max_batch`` events) and
-hands it to the engine as one batch. While ``in_flight`` batches are being scored, new requests
-pile up and form the next one, so batches grow with load by themselves; with two in flight one
-computes while the other waits on Redis or the model's thread. Batches in flight never share an
-entity: a request touching one waits, with every later request for it, so each entity's requests
-are scored in the order they came. The optional window waits a little longer for company only
-when the previous batch was shared, so a lone request never waits.
+Requests queue their events; one loop takes what is queued and hands it to the engine as one
+batch. While ``in_flight`` batches are being scored, new requests pile up and form the next one,
+so batches grow with load by themselves; with two in flight one computes while the other waits on
+Redis or the model's thread. A batch takes at most its share of the events in the server (queued
+or in flight, split evenly over the slots, and never more than ``max_batch``): one batch of
+everything would leave the next slot nothing to overlap with until it is answered. Batches in
+flight never share an entity: a request touching one waits, with every later request for it, so
+each entity's requests are scored in the order they came. The optional window waits a little
+longer for company only when the previous batch was shared, so a lone request never waits.
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ class MicroBatcher:
     ) -> None:
         self._engine = engine
         self._slots = asyncio.Semaphore(in_flight)
-        self._dispatching: dict[asyncio.Task[None], set[str]] = {}
+        self._in_flight = in_flight
+        self._flying = 0  # events in the batches being scored
+        self._dispatching: dict[asyncio.Task[None], tuple[set[str], int]] = {}  # entities, events
         self._busy: set[str] = set()  # entities of the batches in flight (disjoint sets)
         self._freed = asyncio.Event()
         self._max_batch = max_batch
@@ -125,26 +129,32 @@ class MicroBatcher:
                 self._slots.release()
                 raise
             self._last_batch = size
+            self._flying += size
             now = loop.time()
             self._engine.stats.batch(size, max(now - t for t, _ in taken))
             requests = [r for _, r in taken]
             entities = {e.entity_id for r in requests for e in r.events}
             self._busy |= entities
             task = asyncio.create_task(self._dispatch(requests))
-            self._dispatching[task] = entities
+            self._dispatching[task] = (entities, size)
             task.add_done_callback(self._done)
 
+    def _share(self) -> int:
+        total = self._pending() + self._flying
+        return max(1, min(self._max_batch, -(-total // self._in_flight)))
+
     def _take(self) -> tuple[list[tuple[float, _Request]], int]:
-        """Queued requests in order, up to ``max_batch`` events (the first one whatever its
-        size), passing over those that touch an entity of a batch in flight, or of a request
+        """Queued requests in order, up to this batch's share of events (the first one whatever
+        its size), passing over those that touch an entity of a batch in flight, or of a request
         passed over, so each entity's requests are scored in the order they came."""
         taken: list[tuple[float, _Request]] = []
         passed: list[tuple[float, _Request]] = []
         blocked: set[str] = set()
         size = 0
+        limit = self._share()
         while self._queue:
             n = len(self._queue[0][1].events)
-            if taken and size + n > self._max_batch:
+            if taken and size + n > limit:
                 break
             item = self._queue.popleft()
             entities = {e.entity_id for e in item[1].events}
@@ -158,7 +168,9 @@ class MicroBatcher:
         return taken, size
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._busy -= self._dispatching.pop(task)
+        entities, size = self._dispatching.pop(task)
+        self._busy -= entities
+        self._flying -= size
         self._slots.release()
         self._freed.set()
 

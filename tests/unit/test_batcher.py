@@ -81,3 +81,23 @@ async def test_with_one_in_flight_requests_pile_up_into_the_next_batch() -> None
         assert engine.batches[1] == ["b:1", "c:1", "d:1"]
         engine.gates[1].set()
         assert [await r for r in rest] == [["1"], ["1"], ["1"]]
+
+
+async def test_two_slots_split_what_waits_so_one_batch_computes_while_the_other_waits() -> None:
+    async with running(in_flight=2) as (engine, batcher):
+        waiting = [asyncio.create_task(batcher.score([ev(e, "1")])) for e in "abcdef"]
+        await settle()
+        # one batch of all six (max_batch is 8) would leave the second slot idle
+        assert engine.batches == [["a:1", "b:1", "c:1"], ["d:1", "e:1", "f:1"]]
+        for gate in engine.gates:
+            gate.set()
+        assert [await w for w in waiting] == [["1"]] * 6
+
+
+async def test_a_request_bigger_than_its_share_is_still_taken_whole() -> None:
+    async with running(in_flight=2) as (engine, batcher):
+        big = asyncio.create_task(batcher.score([ev(f"p{i}", "1") for i in range(12)]))
+        await settle()
+        assert len(engine.batches) == 1 and len(engine.batches[0]) == 12
+        engine.gates[0].set()
+        assert len(await big) == 12
