@@ -67,3 +67,12 @@ def test_dense_blobs_written_before_sparse_storage_still_decode() -> None:
 )
 def test_a_blob_of_another_shape_decodes_to_no_state(raw: bytes | None) -> None:
     assert StateBlob(SPECS).decode(raw) == {}
+
+
+def test_a_state_too_large_for_uint16_positions_is_stored_dense() -> None:
+    blob = StateBlob([StateSpec(name="m", shape=(1, 70_000))])
+    state = {"m": np.zeros((1, 70_000), np.float32)}
+    state["m"][0, 69_999] = 1.0  # a position past 65,535
+    encoded = blob.encode(state)
+    assert len(encoded) == 4 * 70_000
+    assert bits(blob.decode(encoded)) == bits(state)
