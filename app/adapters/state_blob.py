@@ -41,7 +41,11 @@ class StateBlob:
         return flat.tobytes()
 
     def decode(self, blob: bytes | None) -> dict[str, np.ndarray]:
-        """The tensors by name; ``{}`` if there is no blob or it is of another shape."""
+        """The tensors by name; ``{}`` if there is no blob or it is of another shape.
+
+        A blob of another model can have a length this one reads as sparse; the engine never
+        uses a state whose model version differs from its own, so that is not relied on here.
+        """
         if not blob:
             return {}  # none yet
         if len(blob) == self._dense_bytes:

@@ -118,7 +118,7 @@ class MicroBatcher:
                     if (
                         self._window_s > 0
                         and self._last_batch > 1
-                        and (self._pending() < self._max_batch)
+                        and self._pending() < self._share()
                     ):
                         await asyncio.sleep(self._window_s)
                     taken, size = self._take()

@@ -35,15 +35,17 @@ def _iso(t: float) -> str:
 
 class RandomIds:
     """128-bit random ids in hex, drawn from the OS 4 KB at a time: ``uuid4()`` costs a system
-    call and a ``UUID`` object per score, a few percent of a step at full load."""
+    call and a ``UUID`` object per score, a few percent of a step at full load. A forked child
+    draws its own pool, so parent and child never hand out the same ids."""
 
     def __init__(self) -> None:
         self._pool = b""
         self._at = 0
+        self._pid = os.getpid()
 
     def __call__(self) -> str:
-        if self._at >= len(self._pool):
-            self._pool, self._at = os.urandom(4096), 0
+        if self._at >= len(self._pool) or self._pid != os.getpid():
+            self._pool, self._at, self._pid = os.urandom(4096), 0, os.getpid()
         self._at += 16
         return self._pool[self._at - 16 : self._at].hex()
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import math
+import os
+import re
 
 import numpy as np
 import pytest
@@ -180,6 +182,22 @@ async def test_drain_moves_the_outbox_into_the_log_once() -> None:
 
 def test_score_ids_are_distinct_32_hex_digit_strings_across_refills() -> None:
     ids = RandomIds()
-    drawn = [ids() for _ in range(1_000)]  # 4 refills of the pool
+    drawn = [ids() for _ in range(1_000)]  # 4 pools of 256 drawn from the OS
     assert len(set(drawn)) == len(drawn)
-    assert all(len(i) == 32 and int(i, 16) >= 0 for i in drawn)
+    assert all(re.fullmatch("[0-9a-f]{32}", i) for i in drawn)
+
+
+def test_a_forked_child_draws_its_own_score_ids() -> None:
+    ids = RandomIds()
+    ids()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.write(write, "".join(ids() for _ in range(4)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 4096).decode()
+    os.close(read)
+    parent = "".join(ids() for _ in range(4))
+    assert len(child) == 128 and child != parent
