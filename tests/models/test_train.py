@@ -6,7 +6,10 @@ import pytest
 
 pytest.importorskip("torch")
 
+import torch
+
 from models.riskstream_models.export import SAMPLE
+from models.riskstream_models.model import ModelConfig, RiskModel
 from models.riskstream_models.train import load_config, run
 
 
@@ -71,3 +74,13 @@ def test_train_with_ema_memory_and_aux(tmp_path, monkeypatch):
     )
     res = run(cfg)
     assert 0 <= res["val"]["aki_auroc"] <= 1
+    saved = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
+    mc = ModelConfig(**saved["model_config"])
+    assert mc.ema_hours == [6, 24] and mc.aux == ["aki24", "creat48"]
+    f = len(mc.features)  # the memory carries 5 running statistics per variable and half-life
+    assert mc.state_shapes()["m"] == [1, 1 + 4 * f + 2 + 3 * mc.ring + 5 * f * 2]
+    # the auxiliary head learned: its loss reached it (with no gradient AdamW leaves it as built)
+    torch.manual_seed(cfg["train"]["seed"])
+    built = RiskModel(mc).state_dict()
+    aux = [k for k in built if k.startswith("aux_head.")]
+    assert aux and all(not torch.equal(saved["state_dict"][k], built[k]) for k in aux)
