@@ -49,8 +49,8 @@ async def test_an_event_is_scored_logged_and_readable(service: Running) -> None:
 
 
 async def test_a_stream_matches_the_model_run_offline(
-    redis_client, service: Running, tiny_model_dir, key_prefix: str
-) -> None:  # redis_client first: its teardown deletes the keys after the service has stopped
+    service: Running, tiny_model_dir, redis_client, key_prefix: str
+) -> None:
     rng = np.random.default_rng(7)
     features = service.services.model.manifest.feature_names
     n = 30

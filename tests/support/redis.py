@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.adapters.embedded_redis import EmbeddedRedis
+from app.bench.server import delete_keys
 
 
 @pytest.fixture(scope="session")
@@ -25,16 +26,17 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def key_prefix() -> str:
-    """Each test its own keys, so tests never see each other's state on a shared server."""
-    return f"rstest-{uuid.uuid4().hex[:12]}"
+def key_prefix(redis_url: str) -> Iterator[str]:
+    """Each test its own keys, so tests never see each other's state on a shared server. They
+    are deleted after the test, once every service and server using them has stopped, so a
+    shared Redis does not fill up run after run."""
+    prefix = f"rstest-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    delete_keys(redis_url, prefix)
 
 
 @pytest.fixture
-async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[aioredis.Redis]:
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
-    keys = [k async for k in client.scan_iter(match=f"{key_prefix}:*", count=1000)]
-    if keys:
-        await client.delete(*keys)
     await client.aclose()

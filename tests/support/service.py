@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from fastapi import FastAPI
 
 from app.adapters.sql.score_log import SqlScoreLog
@@ -21,23 +20,14 @@ from app.settings import Settings
 @pytest.fixture
 def settings(
     redis_url: str, database_url: str, key_prefix: str, tiny_model_dir: Path, tmp_path: Path
-) -> Iterator[Settings]:
-    yield Settings(
+) -> Settings:
+    return Settings(
         redis_url=redis_url,
         database_url=database_url,
         key_prefix=key_prefix,
         model_dir=tiny_model_dir,
         data_dir=tmp_path / "data",
     )
-    # after every service and server of the test has stopped: its keys go, so a shared Redis
-    # does not fill up run after run
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{key_prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 @dataclass
