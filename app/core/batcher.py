@@ -65,7 +65,6 @@ class MicroBatcher:
         self._engine = engine
         self._slots = asyncio.Semaphore(in_flight)
         self._in_flight = in_flight
-        self._flying = 0  # events in the batches being scored
         self._dispatching: dict[asyncio.Task[None], tuple[set[str], int]] = {}  # entities, events
         self._busy: set[str] = set()  # entities of the batches in flight (disjoint sets)
         self._freed = asyncio.Event()
@@ -129,7 +128,6 @@ class MicroBatcher:
                 self._slots.release()
                 raise
             self._last_batch = size
-            self._flying += size
             now = loop.time()
             self._engine.stats.batch(size, max(now - t for t, _ in taken))
             requests = [r for _, r in taken]
@@ -140,7 +138,7 @@ class MicroBatcher:
             task.add_done_callback(self._done)
 
     def _share(self) -> int:
-        total = self._pending() + self._flying
+        total = self._pending() + sum(n for _, n in self._dispatching.values())
         return max(1, min(self._max_batch, -(-total // self._in_flight)))
 
     def _take(self) -> tuple[list[tuple[float, _Request]], int]:
@@ -168,9 +166,8 @@ class MicroBatcher:
         return taken, size
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        entities, size = self._dispatching.pop(task)
+        entities, _ = self._dispatching.pop(task)
         self._busy -= entities
-        self._flying -= size
         self._slots.release()
         self._freed.set()
 
