@@ -25,7 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .data import SETA, EventTable, load_events, make_labels, split_entities
+from .data import SETA, EventTable, load_events, make_labels
 from .metrics import aki_report, binary_report
 
 KEY = [
@@ -105,10 +105,7 @@ def run(data: str = SETA, out: str = "runs/baselines", seed: int = 0, logreg: bo
     aki, keep, onset = make_labels(ev)
     X = history_features(ev)
     print(f"{X.shape[1]} history features for {len(X)} rows in {time.time() - t0:.0f} s")
-    ents = ev.entities()
-    split = {
-        k: ev.rows(np.flatnonzero(np.isin(ents, v))) for k, v in split_entities(ents, seed).items()
-    }
+    split = {k: ev.rows(idx) for k, idx in ev.split(seed).items()}
     tr, va, te = split["train"], split["val"], split["test"]
     res = {}
     models = {"lightgbm": None, "logreg": None} if logreg else {"lightgbm": None}

@@ -89,6 +89,11 @@ class EventTable:
         """The row numbers of entities idx, entity by entity."""
         return np.concatenate([np.arange(self.starts[i], self.starts[i + 1]) for i in idx])
 
+    def split(self, seed: int = 0) -> dict[str, np.ndarray]:
+        """``split_entities`` as indices of this table's entities (for ``rows``)."""
+        ents = self.entities()
+        return {k: np.flatnonzero(np.isin(ents, v)) for k, v in split_entities(ents, seed).items()}
+
     def dt(self) -> np.ndarray:
         """(N,) hours since the entity's previous event, 0 for its first."""
         d = np.diff(self.time, prepend=0.0)

@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from .baselines import fit_lgb, history_features
-from .data import SETA, load_events, make_labels, split_entities
+from .data import SETA, load_events, make_labels
 
 
 def folds(n: int, k: int, seed: int = 0) -> np.ndarray:
@@ -37,10 +37,8 @@ def run(
     ev = load_events(data)
     aki, keep, _ = make_labels(ev)
     X = history_features(ev)
-    ents = ev.entities()
-    parts = split_entities(ents, seed)
-    train = np.flatnonzero(np.isin(ents, parts["train"]))  # entity indices
-    va = ev.rows(np.flatnonzero(np.isin(ents, parts["val"])))
+    parts = ev.split(seed)
+    train, va = parts["train"], ev.rows(parts["val"])  # entity indices; validation rows
     fold = folds(len(train), k, seed)
     targets = {"aki": (aki, keep)}
     if ev.sepsis is not None:

@@ -27,7 +27,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm import tqdm
 
-from .data import FEATURES, aki_labels, load_events, make_labels, split_entities
+from .data import FEATURES, aki_labels, load_events, make_labels
 from .dataset import derived_features, fit_normalisation, length_batches
 from .export import SAMPLE
 from .metrics import aki_report
@@ -89,9 +89,7 @@ class Prepared:
         self.ev = load_events(d["path"], d["entity"], d["time"], model.cfg.features)
         self.aki, self.keep, self.onset = make_labels(self.ev)
         self.sepsis = self.ev.sepsis if self.ev.sepsis is not None else np.zeros_like(self.aki)
-        ents = self.ev.entities()
-        parts = split_entities(ents, d["split_seed"])
-        self.split = {k: np.flatnonzero(np.isin(ents, v)) for k, v in parts.items()}
+        self.split = self.ev.split(d["split_seed"])
         if d["subsample"] < 1.0:  # a reduced training budget for comparison rows
             rng = np.random.default_rng(d["split_seed"])
             tr = self.split["train"]
