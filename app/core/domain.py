@@ -9,6 +9,11 @@ import numpy as np
 
 FeatureValues = Mapping[str, float | None]
 
+# The one character set of entity and event ids: what a URL path segment carries unescaped
+# (RFC 3986 unreserved characters, ':' and '@'), starting with a letter or digit so that no id is
+# "." or "..", which clients and proxies normalise away. Every route can address such an id.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~:@-]*$"
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
