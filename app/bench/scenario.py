@@ -21,6 +21,7 @@ def start_time(now: float | None = None) -> float:
     today = (time.time() if now is None else now) // DAY * DAY
     return today - HISTORY_DAYS * DAY
 
+
 # name -> (mean, sd, low, high, share of events that carry it)
 _VITAL = 0.85
 _LAB = 0.08
