@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -217,3 +218,41 @@ async def test_poison_ndjson_items_are_refused_one_by_one(
     ]
     assert results[4]["step"] == 1
     assert [s.event_id for s in await wait_logged(score_log, entity, 1, timeout=5.0)] == ["e5"]
+
+
+async def test_the_time_window_follows_the_settings(settings: Settings, key_prefix: str) -> None:
+    own = settings.model_copy(
+        update={
+            "event_time_min": datetime(2026, 1, 1, tzinfo=UTC),
+            "event_time_max_ahead_s": 0.0,
+        }
+    )
+    app = create_app(own)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://rs") as client:
+            path = f"/v1/entities/{key_prefix}-w/events"
+            early = {"event_id": "e1", "time": "2025-12-31T23:59:59Z"}
+            error = refused(await client.post(path, json=early), "time")
+            assert "from 2026-01-01T00:00:00Z to 0 s after the server's clock" in error["message"]
+            ahead = {"event_id": "e1", "time": time.time() + 30}
+            refused(await client.post(path, json=ahead), "time")
+            first = {"event_id": "e1", "time": "2026-01-01T00:00:00Z"}
+            assert (await client.post(path, json=first)).status_code == 200
+            now = {"event_id": "e2", "time": time.time() - 1}
+            assert (await client.post(path, json=now)).status_code == 200
+
+
+def test_the_time_window_settings_are_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    default = Settings()
+    assert default.event_time_min == datetime(1900, 1, 1, tzinfo=UTC)
+    assert default.event_time_max_ahead_s == 300
+    monkeypatch.setenv("EVENT_TIME_MIN", "2000-01-01T01:00:00+01:00")
+    monkeypatch.setenv("EVENT_TIME_MAX_AHEAD_S", "60")
+    read = Settings()
+    assert read.event_time_min.timestamp() == 946_684_800 and read.event_time_max_ahead_s == 60
+    monkeypatch.setenv("EVENT_TIME_MIN", "2000-01-01T00:00:00")
+    with pytest.raises(ValueError, match="UTC offset"):
+        Settings()
