@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NoReturn
 
 import numpy as np
 
@@ -115,6 +116,14 @@ class ScoringEngine:
         manifest = model.manifest
         self._feature_index = {name: i for i, name in enumerate(manifest.feature_names)}
         self._ranges = {f.name: (f.range, f.unit) for f in manifest.features if f.range}
+        # per feature, the values ``check`` lets through: its declared range within float32's
+        self._bounds = {
+            f.name: (
+                max(f.range[0], -FLOAT32_MAX) if f.range else -FLOAT32_MAX,
+                min(f.range[1], FLOAT32_MAX) if f.range else FLOAT32_MAX,
+            )
+            for f in manifest.features
+        }
         self._outputs = manifest.output_names
         self._state_specs = tuple((s.name, s.shape) for s in manifest.states)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -128,32 +137,44 @@ class ScoringEngine:
         """Raise ``InvalidInput`` naming the field unless the event lies in the input domain:
         ids of the one id character set, values the model's float32 can hold (and inside the
         manifest's plausible range of the feature, if it declares one), a time in the window.
-        Whatever passes gives the model a finite, bounded ``dt`` and renders everywhere."""
-        for field, ident in (("entity_id", event.entity_id), ("event_id", event.event_id)):
-            if not ident:
-                raise InvalidInput(f"{field} must not be empty", field=field)
-            if len(ident) > self._max_id_length:
-                raise InvalidInput(
-                    f"{field} is {len(ident)} characters long; at most {self._max_id_length}",
-                    field=field,
-                )
-            if _ID.fullmatch(ident) is None:
-                raise InvalidInput(
-                    f"{field} {ident!r} is not an id: ids take {_ID_CHARACTERS}", field=field
-                )
-        for name, value in event.values.items():
-            if name not in self._feature_index:
-                raise InvalidInput(
-                    f"unknown feature {name!r}; the model takes {len(self._feature_index)} "
-                    "features, listed at GET /v1/model",
-                    field=f"values.{name}",
-                )
-            if value is not None:
-                self._check_value(name, value)
-        self._check_time(event.time)
+        Whatever passes gives the model a finite, bounded ``dt`` and renders everywhere.
 
-    def _check_value(self, name: str, value: float) -> None:
+        It runs for every event, so the common case is one comparison per value and one for the
+        time (NaN fails every comparison); the messages are worked out only for a refusal."""
+        max_length = self._max_id_length
+        for field, ident in (("entity_id", event.entity_id), ("event_id", event.event_id)):
+            if not 0 < len(ident) <= max_length or _ID.fullmatch(ident) is None:
+                self._refuse_id(field, ident)
+        bounds = self._bounds
+        for name, value in event.values.items():
+            limits = bounds.get(name)
+            if limits is None or (value is not None and not limits[0] <= value <= limits[1]):
+                self._refuse_value(name, value)
+        t = event.time
+        if not self._time_min <= t <= self._clock() + self._max_ahead:
+            self._refuse_time(t)
+
+    def _refuse_id(self, field: str, ident: str) -> NoReturn:
+        if not ident:
+            raise InvalidInput(f"{field} must not be empty", field=field)
+        if len(ident) > self._max_id_length:
+            raise InvalidInput(
+                f"{field} is {len(ident)} characters long; at most {self._max_id_length}",
+                field=field,
+            )
+        raise InvalidInput(
+            f"{field} {ident!r} is not an id: ids take {_ID_CHARACTERS}", field=field
+        )
+
+    def _refuse_value(self, name: str, value: float | None) -> NoReturn:
         field = f"values.{name}"
+        if name not in self._feature_index:
+            raise InvalidInput(
+                f"unknown feature {name!r}; the model takes {len(self._feature_index)} "
+                "features, listed at GET /v1/model",
+                field=field,
+            )
+        assert value is not None
         if not math.isfinite(value):
             raise InvalidInput(f"{value!r} is not a finite number", field=field)
         if abs(value) > FLOAT32_MAX:
@@ -162,27 +183,23 @@ class ScoringEngine:
                 "in magnitude)",
                 field=field,
             )
-        declared = self._ranges.get(name)
-        if declared is not None:
-            (low, high), unit = declared
-            if not low <= value <= high:
-                units = f" {unit}" if unit else ""
-                raise InvalidInput(
-                    f"{value!r} is outside the plausible range of {name}, "
-                    f"[{low:g}, {high:g}]{units} (the model's manifest, GET /v1/model)",
-                    field=field,
-                )
+        (low, high), unit = self._ranges[name]
+        units = f" {unit}" if unit else ""
+        raise InvalidInput(
+            f"{value!r} is outside the plausible range of {name}, "
+            f"[{low:g}, {high:g}]{units} (the model's manifest, GET /v1/model)",
+            field=field,
+        )
 
-    def _check_time(self, t: float) -> None:
+    def _refuse_time(self, t: float) -> NoReturn:
         if not math.isfinite(t):
             raise InvalidInput("time is not a finite timestamp", field="time")
         latest = self._clock() + self._max_ahead
-        if not self._time_min <= t <= latest:
-            raise InvalidInput(
-                f"time {_iso(t)} is outside the accepted window: from {_iso(self._time_min)} "
-                f"to {self._max_ahead:g} s after the server's clock (now up to {_iso(latest)})",
-                field="time",
-            )
+        raise InvalidInput(
+            f"time {_iso(t)} is outside the accepted window: from {_iso(self._time_min)} "
+            f"to {self._max_ahead:g} s after the server's clock (now up to {_iso(latest)})",
+            field="time",
+        )
 
     # -- scoring ----------------------------------------------------------------------------
 
