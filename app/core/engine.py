@@ -206,8 +206,10 @@ class ScoringEngine:
     async def score(self, events: Sequence[Event]) -> list[Result]:
         """Apply each event exactly once; one entity's events in the order given.
 
-        Every result is an ``Outcome`` or the ``RiskstreamError`` of that event alone. A failure
-        of a backing service is raised, not returned: then no event is known to be applied.
+        Every result is an ``Outcome`` or the ``RiskstreamError`` of that event alone (refused
+        input, out of order, its late-event lookup failing, the model unable to score it). A
+        failure of a backing service that concerns the whole batch (loading or committing state)
+        is raised, not returned: then no event is known to be applied.
         """
         results: list[Result | None] = [None] * len(events)
         attempts = [0] * len(events)
