@@ -99,6 +99,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             accept_late_events=settings.accept_late_events,
             max_retries=settings.cas_max_retries,
             max_id_length=settings.max_id_length,
+            event_time_min=settings.event_time_min.timestamp(),
+            event_time_max_ahead_s=settings.event_time_max_ahead_s,
             stats=metrics,
             thresholds=thresholds(settings, model.manifest.output_names),
         )

@@ -4,7 +4,8 @@ Each row of the table is one hourly event of one patient (``entity_id`` = ``pati
 the patient's admission time + ``hour``, values = the row's measured features that the service's
 model lists). Patients are admitted one after another, as on a ward, and the replay runs on a
 simulated clock ``--speedup`` times faster than the wall clock (3600: one hour a second), posting
-each tick's events in one bulk request. It talks only to ``--url``.
+each tick's events in one bulk request. The clock starts in the past and never runs ahead of the
+present: the service refuses event times from the future. It talks only to ``--url``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ DEFAULT_DATA = (
 SHARED_DATA = Path("../shared/data/physionet2019/setA.parquet")
 NOT_FEATURES = {"patient_id", "hour", "SepsisLabel"}
 BULK_CHUNK = 1000
+_MAX_HISTORY_S = 10 * 365 * 86_400.0  # the replay's clock starts at most ten years back
 
 
 @dataclass
@@ -142,6 +144,23 @@ def _last_event_time(client: httpx.Client, patient_id: str) -> datetime | None:
     return datetime.fromisoformat(str(r.json()["last_event_time"]).replace("Z", "+00:00"))
 
 
+def _start(client: httpx.Client, patients: Sequence[Patient], longest_s: float) -> datetime:
+    """When the replay's clock starts: ``longest_s`` simulated seconds (--max-seconds at
+    --speedup) before now, so that it reaches the present when the run's time is up and never
+    sends a time from the future; or, when the service already knows these patients from an
+    earlier replay, after their last events, so that their stays go on (the replay then stops
+    once its clock catches up with the present)."""
+    now = datetime.now(UTC)
+    base = now - timedelta(seconds=min(longest_s, _MAX_HISTORY_S))
+    base = base.replace(second=0, microsecond=0)
+    known = (_last_event_time(client, p.patient_id) for p in patients)
+    earlier = [t for t in known if t is not None]
+    if earlier:
+        after = max(earlier).replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
+        base = max(base, after)
+    return base
+
+
 def _post(client: httpx.Client, batch: list[dict[str, Any]], progress: Progress) -> None:
     for start in range(0, len(batch), BULK_CHUNK):
         chunk = batch[start : start + BULK_CHUNK]
@@ -206,36 +225,32 @@ def main(argv: list[str]) -> int:
         outputs = [o["name"] for o in manifest["outputs"]]
         patients = load_patients(data, features, args.patients, args.seed, args.admit_every)
         hours = sum(len(p.rows) for p in patients)
-        # The replay's clock starts now, or after the last event of an earlier replay: running
-        # the demo again continues its patients' stays later instead of conflicting with them.
-        base = datetime.now(UTC).replace(second=0, microsecond=0)
-        known = (_last_event_time(client, p.patient_id) for p in patients)
-        earlier = [t for t in known if t is not None]
-        if earlier:
-            after = max(earlier).replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
-            base = max(base, after)
-        ui = f"{args.url.rstrip('/')}/ui/"
-        print(
-            f"replaying {len(patients)} patients ({hours} hourly events) from {data} "
-            f"into {args.url} at {args.speedup:g}x; watch them at {ui}",
-            flush=True,
-        )
-
-        # Every event, with its simulated time (hours after the start), in replay order.
-        timeline: list[tuple[float, Patient, dict[str, Any]]] = []
-        run = base.strftime("%Y%m%dT%H%M")
+        # Every event, with its simulated time (hours after the replay's start), in replay order.
+        planned: list[tuple[float, Patient, int, dict[str, float]]] = []
         for p in patients:
             first_hour = p.rows[0][0]
             for hour, values in p.rows:
-                at = base + timedelta(hours=p.admit_hour + hour - first_hour)
-                event = {
-                    "entity_id": p.patient_id,
-                    "event_id": f"{run}-h{hour:03d}",
-                    "time": at.isoformat().replace("+00:00", "Z"),
-                    "values": values,
-                }
-                timeline.append(((at - base).total_seconds() / 3600.0, p, event))
-        timeline.sort(key=lambda x: x[0])
+                planned.append((p.admit_hour + hour - first_hour, p, hour, values))
+        planned.sort(key=lambda x: x[0])
+        base = _start(client, patients, args.max_seconds * args.speedup)
+        ui = f"{args.url.rstrip('/')}/ui/"
+        print(
+            f"replaying {len(patients)} patients ({hours} hourly events) from {data} "
+            f"into {args.url} at {args.speedup:g}x from {base:%Y-%m-%d %H:%M} UTC; "
+            f"watch them at {ui}",
+            flush=True,
+        )
+        run = base.strftime("%Y%m%dT%H%M")
+        timeline: list[tuple[float, Patient, dict[str, Any]]] = []
+        for at_h, p, hour, values in planned:
+            at = base + timedelta(hours=at_h)
+            event = {
+                "entity_id": p.patient_id,
+                "event_id": f"{run}-h{hour:03d}",
+                "time": at.isoformat().replace("+00:00", "Z"),
+                "values": values,
+            }
+            timeline.append((at_h, p, event))
 
         progress = Progress()
         tick = max(0.2, min(1.0, 3600.0 / args.speedup))
@@ -249,6 +264,15 @@ def main(argv: list[str]) -> int:
                     print(f"stopping after --max-seconds {args.max_seconds:g}", flush=True)
                     break
                 sim_h = elapsed * args.speedup / 3600.0
+                present_h = (datetime.now(UTC) - base).total_seconds() / 3600.0
+                if i < len(timeline) and timeline[i][0] > present_h:
+                    print(
+                        "the replay has caught up with the present (the service takes no events "
+                        "from the future); run it again later, or pick other patients with --seed",
+                        flush=True,
+                    )
+                    break
+                sim_h = min(sim_h, present_h)
                 batch = []
                 while i < len(timeline) and timeline[i][0] <= sim_h:
                     timeline[i][1].posted += 1

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +35,12 @@ class Settings(BaseSettings):
         128, ge=1, le=256, description="Longest entity_id or event_id (the SQL columns hold 256)"
     )
     max_bulk_events: int = Field(5_000, ge=1, description="Most events in one bulk POST")
+    event_time_min: datetime = Field(
+        datetime(1900, 1, 1, tzinfo=UTC), description="Earliest accepted event time (with offset)"
+    )
+    event_time_max_ahead_s: float = Field(
+        300.0, ge=0, le=86_400 * 366, description="How far an event time may be after the clock"
+    )
 
     batching: bool = Field(True, description="Gather concurrent events into one model call")
     batch_max_size: int = Field(512, ge=1)
@@ -60,6 +67,13 @@ class Settings(BaseSettings):
     feed_length: int = Field(100_000, ge=100, description="Scores the feed keeps for pollers")
     stream_poll_s: float = Field(0.25, gt=0, description="How often /v1/stream looks for scores")
     stream_heartbeat_s: float = Field(15.0, gt=0, description="SSE comment when nothing happens")
+
+    @field_validator("event_time_min")
+    @classmethod
+    def _with_offset(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("EVENT_TIME_MIN needs a UTC offset, e.g. 1900-01-01T00:00:00Z")
+        return value
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -122,6 +122,8 @@ def model_steps(model_dir: Path, batches: Sequence[int] = (1, 64, 256)) -> dict[
 async def _engine_cpu(services: Services, batches: Sequence[int], events: int) -> dict[str, float]:
     """CPU ms per event of ``engine.score`` (this process; the drain stopped), by batch size."""
     out = {}
+    # eight features, each drawn inside its plausible range (the manifest's, else [0, 1])
+    spans = [f.range or (0.0, 1.0) for f in services.model.manifest.features[:8]]
     names = services.model.manifest.feature_names
     rng = random.Random(0)
     entities = [f"calibrate-{i}" for i in range(10_000)]
@@ -134,7 +136,13 @@ async def _engine_cpu(services: Services, batches: Sequence[int], events: int) -
             for e in chosen:
                 clock[e] += 3600.0
             batch_events = [
-                Event(e, f"{r}-{e}", clock[e], {n: rng.random() for n in names[:8]}) for e in chosen
+                Event(
+                    e,
+                    f"{r}-{e}",
+                    clock[e],
+                    {n: lo + rng.random() * (hi - lo) for n, (lo, hi) in zip(names, spans)},
+                )
+                for e in chosen
             ]
             started = time.process_time()
             results = await services.engine.score(batch_events)

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-T0 = 1_795_478_400.0  # 2026-11-25T00:00:00Z
+DAY = 86_400.0
+# The service refuses event times more than EVENT_TIME_MAX_AHEAD_S after its clock, so the
+# simulated stays start this far back: a year of the default 15-minute gaps is 35,000 events per
+# patient, more than the longest bench run sends (MAX_EVENTS over the default 10,000 entities).
+HISTORY_DAYS = 365
+
+
+def start_time(now: float | None = None) -> float:
+    """Midnight UTC ``HISTORY_DAYS`` before today: the day the scenario's patients are admitted."""
+    today = (time.time() if now is None else now) // DAY * DAY
+    return today - HISTORY_DAYS * DAY
+
 
 # name -> (mean, sd, low, high, share of events that carry it)
 _VITAL = 0.85
@@ -74,12 +86,14 @@ class Patient:
         "static",
     )
 
-    def __init__(self, entity_id: str, rng: random.Random, features: Sequence[str]) -> None:
+    def __init__(
+        self, entity_id: str, rng: random.Random, features: Sequence[str], t0: float
+    ) -> None:
         self.entity_id = entity_id
         self.path = f"/v1/entities/{entity_id}/events"
         self.rng = rng
         self.seq = 0
-        self.admitted = T0 + rng.uniform(0, 86_400)
+        self.admitted = t0 + rng.uniform(0, DAY)
         self.sent_time = self.admitted  # the latest time sent (new events only)
         self.committed_time: float | None = None  # the latest time the server accepted
         self.last_accepted: dict[str, Any] | None = None  # body of the latest accepted event
@@ -153,12 +167,16 @@ class Scenario:
     seed: int
     features: list[str]
     run_id: str
+    t0: float = field(default_factory=start_time)  # the patients are admitted in the day after
 
     def patients(self) -> list[Patient]:
         rng = random.Random(self.seed)
         return [
             Patient(
-                f"bench-{self.run_id}-p{i:06d}", random.Random(rng.getrandbits(64)), self.features
+                f"bench-{self.run_id}-p{i:06d}",
+                random.Random(rng.getrandbits(64)),
+                self.features,
+                self.t0,
             )
             for i in range(self.entities)
         ]

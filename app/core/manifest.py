@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.core.errors import ModelContractError
 
@@ -19,6 +20,20 @@ class FeatureSpec(_Open):
     name: str = Field(min_length=1)
     unit: str | None = None
     description: str | None = None
+    # [low, high], inclusive: the plausible values of the feature. The service refuses a value
+    # outside it (422) instead of feeding the model an input it never saw (a unit mix-up, a typo).
+    range: tuple[float, float] | None = None
+
+    @field_validator("range")
+    @classmethod
+    def _plausible(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None:
+            low, high = value
+            if not (math.isfinite(low) and math.isfinite(high)):
+                raise ValueError(f"range {list(value)} must be finite numbers")
+            if not low < high:
+                raise ValueError(f"range {list(value)} must be [low, high] with low < high")
+        return value
 
 
 class OutputSpec(_Open):

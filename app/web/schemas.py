@@ -11,11 +11,19 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from app.core.domain import Score
 
 
+def _finite(value: float) -> bool:
+    """Also False for an integer too large for a float (OverflowError would be a 500)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _epoch_seconds(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("time must be an ISO 8601 timestamp or epoch seconds, not a boolean")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
+        if not _finite(value):
             raise ValueError("time must be a finite number of epoch seconds")
         return float(value)
     if isinstance(value, str):
@@ -27,7 +35,10 @@ def _epoch_seconds(value: Any) -> float:
             ) from None
         if parsed.tzinfo is None:
             raise ValueError(f"{value!r} has no UTC offset; add 'Z' or e.g. '+01:00'")
-        return parsed.timestamp()
+        try:
+            return parsed.timestamp()
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"{value!r} is out of the range of timestamps") from None
     raise ValueError("time must be an ISO 8601 timestamp with an offset, or epoch seconds")
 
 
@@ -36,7 +47,7 @@ def _feature_value(value: Any) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"must be a number or null, not {type(value).__name__}")
-    if not math.isfinite(value):
+    if not _finite(value):
         raise ValueError(f"{value!r} is not a finite number")
     return float(value)
 

@@ -56,6 +56,52 @@ PHYSIONET_FEATURES = [
     ("ICULOS", "hours", "ICU length of stay (hours since ICU admission)"),
 ]
 FEATURES = [f[0] for f in PHYSIONET_FEATURES]
+# Generous physiological limits per variable, [low, high] inclusive, in the units above: the
+# manifest's "range" (docs/model-contract.md), outside which the service refuses a value (422).
+# Wide enough for every value of PhysioNet 2019 set A (tests/models/test_ranges.py checks the
+# sample), they catch unit mix-ups and typos, not abnormal patients.
+PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
+    "HR": (0, 400),  # set A: 20–280
+    "O2Sat": (0, 100),
+    "Temp": (10, 50),  # set A: 20.9–42.2
+    "SBP": (0, 400),  # set A: 22–281
+    "MAP": (0, 400),  # set A: 20–300
+    "DBP": (0, 400),  # set A: 20–298
+    "Resp": (0, 200),  # set A: 1–69
+    "EtCO2": (0, 200),
+    "BaseExcess": (-100, 150),  # set A: -32–100
+    "HCO3": (0, 150),  # set A: 0–55
+    "FiO2": (0, 100),  # a fraction; set A also has 10 (a percentage mix-up)
+    "pH": (5, 9),  # set A: 6.62–7.93
+    "PaCO2": (0, 400),  # set A: 10–100
+    "SaO2": (0, 100),
+    "AST": (0, 100_000),  # set A: 3–9,890
+    "BUN": (0, 1_000),  # set A: 1–266
+    "Alkalinephos": (0, 50_000),  # set A: 7–3,833
+    "Calcium": (0, 50),  # set A: 1.6–22
+    "Chloride": (0, 300),  # set A: 26–145
+    "Creatinine": (0, 100),  # set A: 0.1–46.6
+    "Bilirubin_direct": (0, 200),  # set A: 0.1–37.5
+    "Glucose": (0, 5_000),  # set A: 10–988
+    "Lactate": (0, 100),  # set A: 0.2–31
+    "Magnesium": (0, 50),  # set A: 0.2–9.7
+    "Phosphate": (0, 100),  # set A: 0.2–18.8
+    "Potassium": (0, 50),  # set A: 1–27.5
+    "Bilirubin_total": (0, 200),  # set A: 0.1–46.6
+    "TroponinI": (0, 1_000),  # set A: 0.3–49.3
+    "Hct": (0, 100),
+    "Hgb": (0, 50),  # set A: 2.2–32
+    "PTT": (0, 1_000),  # set A: 12.5–150
+    "WBC": (0, 2_000),  # set A: 0.1–422.9
+    "Fibrinogen": (0, 10_000),  # set A: 34–1,760
+    "Platelets": (0, 10_000),  # set A: 5–1,783
+    "Age": (0, 150),  # set A: 18.1–89 (100 stands for 90 or above)
+    "Gender": (0, 1),
+    "Unit1": (0, 1),
+    "Unit2": (0, 1),
+    "HospAdmTime": (-100_000, 10_000),  # hours; set A: -3,710.7–24
+    "ICULOS": (0, 100_000),  # hours; set A: 1–336
+}
 OUTPUTS = [
     {
         "name": "aki_48h",

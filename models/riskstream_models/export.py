@@ -21,7 +21,7 @@ import onnxruntime as ort
 import torch
 import torch.nn as nn
 
-from .data import OUTPUTS, PHYSIONET_FEATURES, EventTable, load_events
+from .data import OUTPUTS, PHYSIONET_FEATURES, PLAUSIBLE_RANGES, EventTable, load_events
 from .dataset import fit_normalisation, length_batches, padded
 from .model import ModelConfig, RiskModel
 
@@ -123,6 +123,7 @@ def manifest(
             "name": f,
             "unit": units.get(f, (f, "", ""))[1],
             "description": units.get(f, (f, "", f))[2],
+            **({"range": list(PLAUSIBLE_RANGES[f])} if f in PLAUSIBLE_RANGES else {}),
         }
         for f in cfg.features
     ]

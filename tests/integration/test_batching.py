@@ -13,8 +13,15 @@ from tests.support.service import Running, wait_logged
 T0 = 1_790_000_000
 
 
-def values(rng: np.random.Generator, features: tuple[str, ...]) -> dict[str, float | None]:
-    return {f: (float(rng.normal(50, 10)) if rng.random() < 0.3 else None) for f in features}
+def values(
+    rng: np.random.Generator, features: tuple[str, ...], ranges: dict[str, tuple[float, float]]
+) -> dict[str, float | None]:
+    """About 50, moved inside the feature's plausible range where it declares one."""
+    drawn = {f: (float(rng.normal(50, 10)) if rng.random() < 0.3 else None) for f in features}
+    return {
+        f: v if v is None or f not in ranges else min(max(v, ranges[f][0]), ranges[f][1])
+        for f, v in drawn.items()
+    }
 
 
 async def test_singles_and_bulks_interleaved_step_each_entity_once_in_order(
@@ -22,12 +29,13 @@ async def test_singles_and_bulks_interleaved_step_each_entity_once_in_order(
 ) -> None:
     model = service.services.model
     features, outputs = model.manifest.feature_names, model.manifest.output_names
+    ranges = {f.name: f.range for f in model.manifest.features if f.range is not None}
     rng = np.random.default_rng(3)
     entities = [f"{key_prefix}-e{i}" for i in range(24)]
     n = 12
     streams = {
         e: [
-            {"event_id": f"ev{k}", "time": T0 + 3600 * k, "values": values(rng, features)}
+            {"event_id": f"ev{k}", "time": T0 + 3600 * k, "values": values(rng, features, ranges)}
             for k in range(n)
         ]
         for e in entities

@@ -56,6 +56,8 @@ async def test_a_stream_matches_the_model_run_offline(
     n = 30
     values = rng.normal(50, 20, size=(n, len(features))).astype(np.float32)
     values[rng.random(values.shape) < 0.7] = np.nan
+    low, high = zip(*(f.range or (-1e9, 1e9) for f in service.services.model.manifest.features))
+    values = np.clip(values, low, high).astype(np.float32)  # inside the plausible ranges
     gaps = rng.integers(0, 180, size=n)  # minutes between events, 0 included
     minutes = np.cumsum(gaps) - gaps[0]
 

@@ -14,10 +14,16 @@ from app.core.errors import Contention, InvalidInput, OutOfOrder, UnknownEntity
 from tests.unit.fakes import FakeLog, FakeModel, FakeOutbox, FakeStore
 
 T0 = 1_800_000_000.0
+NOW = T0 + 30 * 86_400.0  # the engine's clock: the events below lie in its past
+
+
+def clock() -> float:
+    return NOW
 
 
 def make(**kwargs: object) -> tuple[ScoringEngine, FakeModel, FakeStore, FakeLog]:
     model, store, log = FakeModel(), FakeStore(), FakeLog()
+    kwargs.setdefault("clock", clock)
     engine = ScoringEngine(model, store, log, **kwargs)  # type: ignore[arg-type]
     return engine, model, store, log
 
@@ -142,8 +148,8 @@ async def test_one_bad_event_does_not_fail_the_rest() -> None:
 
 async def test_a_new_model_version_restarts_the_recurrence_but_not_the_step_count() -> None:
     model, store, log = FakeModel("1"), FakeStore(), FakeLog()
-    await ScoringEngine(model, store, log).score([ev("p1", "e1", 0, a=4.0)])
-    v2 = ScoringEngine(FakeModel("2"), store, log)
+    await ScoringEngine(model, store, log, clock=clock).score([ev("p1", "e1", 0, a=4.0)])
+    v2 = ScoringEngine(FakeModel("2"), store, log, clock=clock)
     result = outcome((await v2.score([ev("p1", "e2", 3, a=1.0)]))[0])
     assert result.score.step == 2 and result.score.model_version == "2"
     np.testing.assert_allclose(store.states["p1"].tensors["h"], [[1.0, 0.0]])  # dt 0, h from 0
