@@ -151,8 +151,4 @@ async def post_events(request: Request, risk: RiskDep) -> ModelJSON:
             if isinstance(result, RiskstreamError)
             else BulkScoredOut.of_item(i, result)
         )
-    final = [r for r in done if r is not None]
-    accepted = sum(1 for r in final if isinstance(r, BulkScoredOut))
-    return ModelJSON(
-        BulkOut.model_construct(accepted=accepted, rejected=len(final) - accepted, results=final)
-    )
+    return ModelJSON(BulkOut.of_results([r for r in done if r is not None]))
