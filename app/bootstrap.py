@@ -172,6 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Live risk scores: each event advances an entity's recurrent state one step.",
         lifespan=lifespan,
         default_response_class=JSON,
+        generate_unique_id_function=openapi.operation_id,
         docs_url=None,  # served from the package by openapi.install, not from a CDN
         redoc_url=None,
         **_NO_NATIVE_TELEMETRY,

@@ -19,7 +19,7 @@ EntityId = Annotated[str, Path(description="The entity: a patient, an account…
     "/{entity_id}/risk",
     summary="The entity's latest score",
     response_model=LatestRiskOut,
-    responses=openapi.errors(404, 409, 503, example=openapi.LATEST_OUT),
+    responses=openapi.errors(404, 409, 422, 503, example=openapi.LATEST_OUT),
 )
 async def get_risk(entity_id: EntityId, risk: RiskDep) -> ModelJSON:
     return ModelJSON(LatestRiskOut.of_watched(await risk.latest_risk(entity_id)))
@@ -66,7 +66,7 @@ async def get_scores(
     "/{entity_id}",
     summary="Forget the entity's recurrent state (e.g. at discharge); its scores stay logged",
     response_model=ForgottenOut,
-    responses=openapi.errors(404, 503, example={"entity_id": "p000001", "forgotten": True}),
+    responses=openapi.errors(404, 422, 503, example={"entity_id": "p000001", "forgotten": True}),
 )
 async def forget(entity_id: EntityId, risk: RiskDep) -> ModelJSON:
     await risk.forget(entity_id)

@@ -35,7 +35,7 @@ EntityId = Annotated[str, Path(description="The entity: a patient, an account…
     "/entities/{entity_id}/events",
     summary="Score one event: advance the entity's state one step",
     response_model=EventOut,
-    responses=openapi.errors(404, 409, 413, 415, 422, 503, example=openapi.EVENT_OUT),
+    responses=openapi.errors(409, 413, 415, 422, 503, example=openapi.EVENT_OUT),
     dependencies=[Depends(json_write)],
 )
 async def post_event(entity_id: EntityId, body: EventIn, risk: RiskDep) -> ModelJSON:

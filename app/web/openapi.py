@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
@@ -99,7 +100,8 @@ def errors(
     *statuses: int, example: Any = None, not_modified: bool = False
 ) -> dict[int | str, dict[str, Any]]:
     """An operation's ``responses``: the 200 example, 304 if it answers ETags, and ErrorOut
-    for each error status (422 always: FastAPI would otherwise describe its own shape)."""
+    for each error status. (An operation with parameters lists 422 even when they cannot fail:
+    FastAPI would otherwise describe a 422 of its own shape.)"""
     out: dict[int | str, dict[str, Any]] = {}
     if example is not None:
         out[200] = {"content": {"application/json": {"example": example}}}
@@ -108,7 +110,7 @@ def errors(
             "description": _DESCRIPTIONS[304],
             "headers": {"ETag": {"schema": {"type": "string"}}},
         }
-    for status in sorted({*statuses, 422}):
+    for status in sorted(statuses):
         out[status] = {"model": ErrorOut, "description": _DESCRIPTIONS[status]}
     return out
 
@@ -121,7 +123,7 @@ def stream_responses() -> dict[int | str, dict[str, Any]]:
                 "text/event-stream": {"schema": {"type": "string"}, "example": _SSE_EXAMPLE}
             },
         },
-        **errors(410, 503),
+        **errors(410, 422, 503),
     }
 
 
@@ -156,6 +158,11 @@ def bulk_request_body() -> dict[str, Any]:
             },
         }
     }
+
+
+def operation_id(route: APIRoute) -> str:
+    """The route's function name (post_event, watchlist, …): what generated clients call."""
+    return route.name
 
 
 def _id_schema(max_length: int) -> dict[str, Any]:

@@ -6,10 +6,10 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 
-class JSON(Response):
+class JSON(JSONResponse):
     """orjson-rendered JSON, for the few bodies that are documents rather than models (the
     model's manifest, readiness)."""
 
