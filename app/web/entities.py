@@ -29,7 +29,7 @@ async def get_risk(entity_id: EntityId, risk: RiskDep) -> ModelJSON:
     "/{entity_id}/scores",
     summary="The entity's score history from the score log, oldest first",
     response_model=ScorePage,
-    responses=openapi.errors(422, 503, example=openapi.PAGE_OUT),
+    responses=openapi.errors(404, 422, 503, example=openapi.PAGE_OUT),
 )
 async def get_scores(
     entity_id: EntityId,

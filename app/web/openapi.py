@@ -32,7 +32,7 @@ DOCS_ASSETS = "/docs-assets"
 
 _DESCRIPTIONS = {
     304: "Not Modified: nothing changed since the ETag given in If-None-Match",
-    404: "Unknown entity (`unknown_entity`)",
+    404: "Unknown entity (`unknown_entity`); or an id no route can address (`not_found`)",
     409: "Event earlier than the entity's last (`out_of_order`); or the entity's stored record "
     "cannot be read (`unreadable_record`)",
     410: "The cursor is older than what the feed keeps (`cursor_expired`)",
