@@ -207,6 +207,20 @@ def describe(app: FastAPI, settings: Settings) -> dict[str, Any]:
     return doc
 
 
+# The docs pages may load nothing from another host (ReDoc shows a logo from its maker's CDN):
+# the browser enforces it, so a closed network sees no failed request and no outside host
+# learns where the docs are read.
+_OWN_HOST_ONLY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'"
+)
+
+
+def _own_host_only(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = _OWN_HOST_ONLY
+    return page
+
+
 def install(app: FastAPI, settings: Settings) -> None:
     """The per-app description at /openapi.json, and Swagger UI and ReDoc served offline."""
 
@@ -222,21 +236,27 @@ def install(app: FastAPI, settings: Settings) -> None:
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(
-            openapi_url=f"{root}/openapi.json",
-            title=f"{app.title} - Swagger UI",
-            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        return _own_host_only(
+            get_swagger_ui_html(
+                openapi_url=f"{root}/openapi.json",
+                title=f"{app.title} - Swagger UI",
+                swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+                swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+                # no badge from the public validator: it would send it this server's URL
+                swagger_ui_parameters={"validatorUrl": None},
+            )
         )
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_redoc_html(
-            openapi_url=f"{root}/openapi.json",
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
-            with_google_fonts=False,
+        return _own_host_only(
+            get_redoc_html(
+                openapi_url=f"{root}/openapi.json",
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+                with_google_fonts=False,
+            )
         )
