@@ -24,11 +24,12 @@ from starlette.staticfiles import StaticFiles
 from app.adapters.redis_views import CURSOR_PATTERN
 from app.core.domain import ID_PATTERN
 from app.core.errors import ModelContractError
-from app.core.manifest import load_manifest
+from app.core.manifest import Manifest, load_manifest
 from app.settings import Settings
 from app.web.schemas import BulkEventIn, ErrorOut
 
 DOCS_ASSETS = "/docs-assets"
+FLOAT32_MAX = 3.4028234663852886e38  # a feature value must be finite as float32
 
 _DESCRIPTIONS = {
     304: "Not Modified: nothing changed since the ETag given in If-None-Match",
@@ -169,11 +170,29 @@ def _id_schema(max_length: int) -> dict[str, Any]:
     return {"type": "string", "pattern": ID_PATTERN, "minLength": 1, "maxLength": max_length}
 
 
-def _outputs(settings: Settings) -> list[str] | None:
+def _manifest(settings: Settings) -> Manifest | None:
     try:
-        return list(load_manifest(Path(settings.model_dir)).output_names)
+        return load_manifest(Path(settings.model_dir))
     except (ModelContractError, OSError):
         return None
+
+
+def _values_schema(manifest: Manifest) -> dict[str, Any]:
+    """The model's features, each a number (finite as float32, inside the feature's declared
+    ``range`` if the manifest gives one) or null; no other names."""
+    properties: dict[str, Any] = {}
+    for feature in manifest.features:
+        low, high = (feature.model_extra or {}).get("range") or (-FLOAT32_MAX, FLOAT32_MAX)
+        number = {"type": "number", "minimum": low, "maximum": high}
+        if feature.unit:
+            number["description"] = feature.unit
+        properties[feature.name] = {"anyOf": [number, {"type": "null"}]}
+    return {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+        "description": "Feature name (see GET /v1/model) -> value or null",
+    }
 
 
 def describe(app: FastAPI, settings: Settings) -> dict[str, Any]:
@@ -190,7 +209,11 @@ def describe(app: FastAPI, settings: Settings) -> dict[str, Any]:
     schemas["EventIn"]["properties"]["event_id"].update(ident)
     for name in ("event_id", "entity_id"):
         schemas["BulkEventIn"]["properties"][name].update(ident)
-    outputs = _outputs(settings)
+    manifest = _manifest(settings)
+    outputs = list(manifest.output_names) if manifest is not None else None
+    if manifest is not None:
+        for model in ("EventIn", "BulkEventIn"):
+            schemas[model]["properties"]["values"] = _values_schema(manifest)
     for operations in doc["paths"].values():
         for method, operation in operations.items():
             for param in operation.get("parameters", []):

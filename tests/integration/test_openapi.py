@@ -91,8 +91,14 @@ async def test_inputs_are_described_as_the_server_enforces_them(
         {"type": "string", "format": "date-time"},
         {"type": "number", "description": "seconds since the Unix epoch, UTC"},
     ]
-    values = schemas["EventIn"]["properties"]["values"]["additionalProperties"]
-    assert values == {"anyOf": [{"type": "number"}, {"type": "null"}]}
+    values = schemas["EventIn"]["properties"]["values"]
+    features = service.services.model.manifest.feature_names
+    assert values["additionalProperties"] is False and list(values["properties"]) == list(features)
+    for feature in features:
+        number, null = values["properties"][feature]["anyOf"]
+        assert null == {"type": "null"}
+        assert (number["type"], number["maximum"]) == ("number", 3.4028234663852886e38)
+    assert schemas["BulkEventIn"]["properties"]["values"] == values
     bulk = doc["paths"]["/v1/events"]["post"]["requestBody"]["content"]
     assert set(bulk) == {"application/json", "application/x-ndjson"}
     outputs = list(service.services.model.manifest.output_names)
@@ -203,8 +209,8 @@ async def round_trip(service: Running, package: str) -> None:
             {
                 "entity_id": e,
                 "event_id": "e3",
-                "time": "2026-11-25T10:00:00Z",
-                "values": {"Nope": 1.0},
+                "time": "2026-11-25T07:00:00Z",
+                "values": {"HR": 1.0},
             }
         ),
     ]
@@ -215,7 +221,10 @@ async def round_trip(service: Running, package: str) -> None:
     assert (bulk.accepted, bulk.rejected) == (1, 1)
     ok, bad = bulk.results
     assert isinstance(ok, models.BulkScoredOut) and ok.step == 2
-    assert isinstance(bad, models.BulkErrorOut) and bad.error.field == "values.Nope"
+    assert isinstance(bad, models.BulkErrorOut) and (bad.status, bad.error.code) == (
+        409,
+        "out_of_order",
+    )
 
     risk = await importlib.import_module(f"{entities.__name__}.get_risk").asyncio(e, client=client)
     assert isinstance(risk, models.LatestRiskOut) and risk.step == 2
