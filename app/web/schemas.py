@@ -13,6 +13,7 @@ format them. ``tests/unit/test_schemas.py`` validates what the builders make aga
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any, Literal, TypeVar
@@ -25,7 +26,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from app.core.domain import FeedEntry, Outcome, Score, Watched
+from app.core.alerts import Threshold
+from app.core.domain import FeedEntry, FeedPage, Outcome, Score, Watched
 from app.core.errors import RiskstreamError
 
 
@@ -259,6 +261,21 @@ class WatchlistOut(BaseModel):
     thresholds: dict[str, ThresholdOut]
     entities: list[WatchedOut]
 
+    @classmethod
+    def of(
+        cls,
+        output: str,
+        thresholds: Mapping[str, Threshold],
+        rows: list[Watched],
+        outputs: tuple[str, ...],
+    ) -> WatchlistOut:
+        levels = {
+            o: ThresholdOut.model_construct(raise_at=t.raise_at, clear=t.clear_below)
+            for o, t in thresholds.items()
+        }
+        entities = [WatchedOut.of_watched_in(w, outputs) for w in rows]
+        return _build(cls, {"output": output, "thresholds": levels, "entities": entities})
+
 
 class FeedEntryOut(ScoreOut):
     cursor: str = Field(description="The feed position of this score")
@@ -275,6 +292,12 @@ class FeedEntryOut(ScoreOut):
 class FeedOut(BaseModel):
     scores: list[FeedEntryOut]
     next_cursor: str | None = Field(description="Pass as cursor to get only newer scores")
+
+    @classmethod
+    def of(cls, page: FeedPage, asked: str | None) -> FeedOut:
+        """``next_cursor``: past the last entry read, skipped ones too; else the one asked."""
+        scores = [FeedEntryOut.of_entry(e) for e in page.entries]
+        return _build(cls, {"scores": scores, "next_cursor": page.cursor or asked})
 
 
 class ForgottenOut(BaseModel):

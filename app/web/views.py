@@ -16,7 +16,7 @@ from app.settings import Settings
 from app.web import openapi
 from app.web.deps import RiskDep
 from app.web.responses import ModelJSON
-from app.web.schemas import FeedEntryOut, FeedOut, ThresholdOut, WatchedOut, WatchlistOut
+from app.web.schemas import FeedEntryOut, FeedOut, WatchlistOut
 
 router = APIRouter(prefix="/v1", tags=["dashboards"])
 _CACHE = {"Cache-Control": "no-cache"}  # always revalidate; a 304 costs one Redis GET
@@ -50,16 +50,8 @@ async def watchlist(
     etag = _etag(await risk.views_version(), output, min_risk, limit)
     if (cached := _not_modified(etag, if_none_match)) is not None:
         return cached
-    outputs = risk.manifest.output_names
     rows = await risk.watchlist(output, min_risk=min_risk, limit=limit)
-    body = WatchlistOut.model_construct(
-        output=output,
-        thresholds={
-            o: ThresholdOut.model_construct(raise_at=t.raise_at, clear=t.clear_below)
-            for o, t in risk.thresholds.items()
-        },
-        entities=[WatchedOut.of_watched_in(w, outputs) for w in rows],
-    )
+    body = WatchlistOut.of(output, risk.thresholds, rows, risk.manifest.output_names)
     return ModelJSON(body, headers={"ETag": etag, **_CACHE})
 
 
@@ -80,11 +72,7 @@ async def feed(
     if (cached := _not_modified(etag, if_none_match)) is not None:
         return cached
     page = await risk.feed(cursor, limit)
-    body = FeedOut.model_construct(
-        scores=[FeedEntryOut.of_entry(e) for e in page.entries],
-        next_cursor=page.cursor or cursor,
-    )
-    return ModelJSON(body, headers={"ETag": etag, **_CACHE})
+    return ModelJSON(FeedOut.of(page, cursor), headers={"ETag": etag, **_CACHE})
 
 
 @router.get(

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from app.core.domain import FeedEntry, Outcome, Score, Watched
+from app.core.alerts import Threshold
+from app.core.domain import FeedEntry, FeedPage, Outcome, Score, Watched
 from app.core.errors import InvalidInput
 from app.web.schemas import (
     BulkErrorOut,
@@ -16,9 +17,11 @@ from app.web.schemas import (
     ErrorBody,
     EventOut,
     FeedEntryOut,
+    FeedOut,
     HistoryScoreOut,
     LatestRiskOut,
     WatchedOut,
+    WatchlistOut,
 )
 
 T = 1_795_510_800.0
@@ -44,6 +47,8 @@ def built() -> list[BaseModel]:
         scored,
         failed,
         BulkOut.of_results([scored, failed]),
+        WatchlistOut.of("aki_48h", {"aki_48h": Threshold(0.5, 0.25)}, [WATCHED], OUTPUTS),
+        FeedOut.of(FeedPage([FeedEntry("1-0", SCORE, {})], "2-0"), None),
     ]
 
 
