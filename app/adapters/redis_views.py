@@ -97,13 +97,13 @@ class RedisViews:
 
     async def feed(self, cursor: str | None, limit: int) -> FeedPage:
         """Scores committed after ``cursor`` (from the oldest kept if None), oldest first."""
-        start = f"({_valid_cursor(cursor)}" if cursor else "-"
+        start = f"({_valid_cursor(cursor)}" if cursor is not None else "-"
         async with redis_errors():
             pipe = self._r.pipeline(transaction=False)
             pipe.xrange(self.keys.feed, "-", "+", count=1)
             pipe.xrange(self.keys.feed, start, "+", count=limit)
             oldest, raw = await pipe.execute()
-        if cursor and oldest and _key(oldest[0][0].decode()) > _key(cursor):
+        if cursor is not None and oldest and _key(oldest[0][0].decode()) > _key(cursor):
             # Entries after the cursor may have been trimmed: the poller cannot be told of them.
             raise CursorExpired(
                 f"the feed no longer holds scores after cursor {cursor}; "

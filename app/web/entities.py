@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -8,7 +7,7 @@ from fastapi import APIRouter, Path, Query
 from app.web import openapi
 from app.web.deps import RiskDep
 from app.web.responses import ModelJSON
-from app.web.schemas import ForgottenOut, HistoryScoreOut, LatestRiskOut, ScorePage
+from app.web.schemas import ForgottenOut, HistoryScoreOut, LatestRiskOut, ScorePage, instant
 
 router = APIRouter(prefix="/v1/entities", tags=["entities"])
 
@@ -35,7 +34,8 @@ async def get_scores(
     entity_id: EntityId,
     risk: RiskDep,
     since: Annotated[
-        datetime | None, Query(description="Only events at or after this time (ISO 8601)")
+        str | None,
+        Query(description="Only events at or after this time (RFC 3339, with Z or an offset)"),
     ] = None,
     after_step: Annotated[
         int | None, Query(ge=0, description="Page cursor: the previous page's next_after_step")
@@ -45,13 +45,14 @@ async def get_scores(
         bool, Query(description="Add each event's values as received (for charts)")
     ] = False,
 ) -> ModelJSON:
+    after = instant(since, "since") if since is not None else None
     if include_values:
         logged = await risk.history_with_values(
-            entity_id, since=since, after_step=after_step, limit=limit
+            entity_id, since=after, after_step=after_step, limit=limit
         )
         scores = [HistoryScoreOut.of_logged(r.score, dict(r.values)) for r in logged]
     else:
-        plain = await risk.history(entity_id, since=since, after_step=after_step, limit=limit)
+        plain = await risk.history(entity_id, since=after, after_step=after_step, limit=limit)
         scores = [HistoryScoreOut.of_logged(s, None) for s in plain]
     return ModelJSON(
         ScorePage.model_construct(

@@ -225,6 +225,8 @@ def describe(app: FastAPI, settings: Settings) -> dict[str, Any]:
                         if outputs
                         else {"type": "string", "minLength": 1}
                     )
+                elif param["name"] == "since":
+                    param["schema"] = {"type": "string", "format": "date-time"}
                 elif param["name"] in ("cursor", "last-event-id"):
                     param["schema"] = {"type": "string", "pattern": CURSOR_PATTERN}
     return doc

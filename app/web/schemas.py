@@ -13,6 +13,7 @@ format them. ``tests/unit/test_schemas.py`` validates what the builders make aga
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -28,7 +29,7 @@ from pydantic import (
 
 from app.core.alerts import Threshold
 from app.core.domain import FeedEntry, FeedPage, Outcome, Score, Watched
-from app.core.errors import RiskstreamError
+from app.core.errors import InvalidInput, RiskstreamError
 
 
 def _epoch_seconds(value: Any) -> float:
@@ -52,6 +53,25 @@ def _epoch_seconds(value: Any) -> float:
         except (OverflowError, ValueError, OSError):
             raise ValueError(f"{value!r} is not a time this service can take") from None
     raise ValueError("time must be an ISO 8601 timestamp with an offset, or epoch seconds")
+
+
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def instant(value: str, field: str) -> datetime:
+    """A query parameter's RFC 3339 date-time (what the OpenAPI ``format: date-time`` says)."""
+    try:
+        if not _RFC3339.fullmatch(value):
+            raise ValueError(value)
+        return datetime.fromisoformat(value.upper())
+    except ValueError:
+        raise InvalidInput(
+            f"{field} {value!r} is not an RFC 3339 date-time with Z or an offset "
+            "(e.g. 2026-11-25T08:00:00Z)",
+            field=field,
+        ) from None
 
 
 def _feature_value(value: Any) -> float | None:

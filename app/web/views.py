@@ -98,7 +98,8 @@ async def stream(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     output = risk.output(output)
-    start = last_event_id or cursor or await risk.last_cursor()
+    start = next((c for c in (last_event_id, cursor) if c is not None), None)
+    start = start if start is not None else await risk.last_cursor()
     if start is not None:
         await risk.feed(start, 1)  # refuses a bad or expired cursor before streaming
     settings: Settings = request.app.state.settings

@@ -135,3 +135,29 @@ async def test_the_fast_path_and_the_route_send_the_same_bytes(service: Running)
         assert refused[0].status_code == 409
         assert refused[0].content == refused[1].content
         assert refused[0].headers["content-type"] == refused[1].headers["content-type"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("/v1/scores", {"cursor": ""}, "cursor"),
+        ("/v1/stream", {"cursor": ""}, "cursor"),
+        ("/v1/entities/p1/scores", {"since": "0.5"}, "since"),
+        ("/v1/entities/p1/scores", {"since": "2026-11-25"}, "since"),
+        ("/v1/entities/p1/scores", {"since": "2026-11-25T08:00:00"}, "since"),
+    ],
+)
+async def test_query_values_the_description_excludes_are_refused(
+    service: Running, path: str, params: dict[str, str], field: str
+) -> None:
+    """An empty cursor and a since that is not an RFC 3339 date-time with an offset are outside
+    what /openapi.json allows; the server refuses them too instead of reading them loosely."""
+    response = await service.client.get(path, params=params)
+    assert response.status_code == 422, response.text
+    assert error_of(response)["field"] == field
+
+
+async def test_since_takes_an_rfc_3339_date_time(service: Running) -> None:
+    for since in ("2026-11-25T08:00:00Z", "2026-11-25t08:00:00.5+01:00"):
+        response = await service.client.get("/v1/entities/p1/scores", params={"since": since})
+        assert response.status_code == 200, (since, response.text)
