@@ -28,9 +28,10 @@ from app.core.alerts import Threshold
 from app.core.batcher import DirectScorer, MicroBatcher, Scorer
 from app.core.drain import OutboxDrainer
 from app.core.engine import ScoringEngine
+from app.core.service import RiskService
 from app.services import Services
 from app.settings import Settings
-from app.web import entities, errors, events, metrics, system, views
+from app.web import entities, errors, events, metrics, openapi, system, views
 from app.web.fast_path import SingleEventFastPath
 from app.web.limits import BodySizeLimit
 from app.web.responses import JSON
@@ -88,7 +89,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             feed_length=settings.feed_length,
             observe=metrics.observe_redis,
         )
-        views = RedisViews(client, store.keys)
+        views = RedisViews(client, store.keys, unreadable=metrics.unreadable_record)
         outbox = RedisOutbox(
             client, key=store.outbox_key, claim_idle_ms=settings.outbox_claim_idle_ms
         )
@@ -126,9 +127,17 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         else:
             scorer = DirectScorer(engine)
 
+        risk = RiskService(
+            scorer=scorer,
+            store=store,
+            log=score_log,
+            views=views,
+            manifest=model.manifest,
+            thresholds=engine.thresholds,
+        )
         log.info("riskstream ready: model %s, redis %s", model.manifest.key, redis_url)
         yield Services(
-            settings, model, engine, scorer, store, outbox, score_log, drainer, metrics, views
+            settings, model, engine, scorer, store, outbox, score_log, drainer, metrics, views, risk
         )
 
 
@@ -165,9 +174,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Live risk scores: each event advances an entity's recurrent state one step.",
         lifespan=lifespan,
         default_response_class=JSON,
+        generate_unique_id_function=openapi.operation_id,
+        docs_url=None,  # served from the package by openapi.install, not from a CDN
+        redoc_url=None,
         **_NO_NATIVE_TELEMETRY,
     )
+    app.state.settings = settings
+    app.state.max_bulk_events = settings.max_bulk_events
     errors.install(app, retry_after=settings.retry_after_seconds)
+    openapi.install(app, settings)
     app.add_middleware(
         SingleEventFastPath,
         route=events.single_event_route(),

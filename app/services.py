@@ -10,12 +10,14 @@ from app.adapters.sql.score_log import SqlScoreLog
 from app.core.batcher import Scorer
 from app.core.drain import OutboxDrainer
 from app.core.engine import ScoringEngine
+from app.core.service import RiskService
 from app.settings import Settings
 
 
 @dataclass(frozen=True)
 class Services:
-    """Everything a request may use, opened by the lifespan and closed when it ends."""
+    """What the lifespan opened, closed when it ends. Routes ask only ``risk``, the application
+    service typed with the core's ports; the adapters stay here for readiness, metrics and tests."""
 
     settings: Settings
     model: OnnxRiskModel
@@ -27,3 +29,4 @@ class Services:
     drainer: OutboxDrainer
     metrics: Metrics
     views: RedisViews
+    risk: RiskService

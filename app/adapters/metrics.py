@@ -63,6 +63,12 @@ class Metrics:
         self.redis = Histogram(
             "riskstream_redis_seconds", "Redis round trips", ["op"], buckets=_LATENCY, registry=r
         )
+        self.unreadable = Counter(
+            "riskstream_unreadable_records",
+            "Stored records a reader could not render and skipped",
+            ["view"],
+            registry=r,
+        )
         self.sql = Histogram(
             "riskstream_sql_seconds", "SQL statements", ["op"], buckets=_LATENCY, registry=r
         )
@@ -91,6 +97,9 @@ class Metrics:
 
     def observe_sql(self, op: str, seconds: float) -> None:
         self.sql.labels(op=op).observe(seconds)
+
+    def unreadable_record(self, view: str) -> None:
+        self.unreadable.labels(view=view).inc()
 
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

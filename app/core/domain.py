@@ -78,3 +78,33 @@ class Commit:
 class Outcome:
     score: Score
     duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """An entity on the watchlist, or asked for its latest risk: its current state's summary."""
+
+    entity_id: str
+    step: int
+    last_time: float
+    latest: Score
+    previous: Score | None
+    alerts: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEntry:
+    """One committed score in the feed, with the entity's alerts after it."""
+
+    cursor: str
+    score: Score
+    alerts: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    """Feed entries after a cursor, and the cursor of the last entry read: past the entries a
+    reader skipped as unreadable too, so a poller never reads the same broken one again."""
+
+    entries: list[FeedEntry]
+    cursor: str | None

@@ -28,6 +28,22 @@ class UnknownEntity(RiskstreamError):
     code = "unknown_entity"
 
 
+class UnsupportedMediaType(RiskstreamError):
+    """A write whose body is not declared as JSON (or, for bulk, NDJSON): also what keeps a
+    cross-site "simple" text/plain form post from scoring anything."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class UnreadableRecord(RiskstreamError):
+    """A stored record this server cannot read (corrupt, or out of any renderable range): the
+    request about it fails alone, with this error, and every other reader skips it."""
+
+    status = 409
+    code = "unreadable_record"
+
+
 class NotFound(RiskstreamError):
     status = 404
     code = "not_found"

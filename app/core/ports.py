@@ -8,7 +8,15 @@ from typing import Protocol
 
 import numpy as np
 
-from app.core.domain import Commit, EntityState, LoggedScore, Score, Snapshot
+from app.core.domain import (
+    Commit,
+    EntityState,
+    FeedPage,
+    LoggedScore,
+    Score,
+    Snapshot,
+    Watched,
+)
 from app.core.manifest import Manifest
 
 # (operation, seconds): how adapters report the latency of their round trips
@@ -74,3 +82,25 @@ class ScoreLog(Protocol):
     async def find(self, entity_id: str, event_id: str) -> Score | None: ...
 
     async def ping(self) -> None: ...
+
+
+class Views(Protocol):
+    """The read side dashboards poll, kept by the same commit as the state. Readers skip (and
+    count) a record they cannot read rather than fail everyone's request over it."""
+
+    async def version(self) -> int:
+        """Changes whenever any entity's score or state does: the basis of ETags."""
+        ...
+
+    async def watched(self, entity_id: str) -> Watched | None:
+        """The entity's latest score and state summary; None if it has none. Raises
+        ``UnreadableRecord`` if its record cannot be read."""
+        ...
+
+    async def watchlist(self, output: str, *, min_risk: float, limit: int) -> list[Watched]: ...
+
+    async def feed(self, cursor: str | None, limit: int) -> FeedPage:
+        """Scores committed after ``cursor`` (from the oldest kept if None), oldest first."""
+        ...
+
+    async def last_cursor(self) -> str | None: ...

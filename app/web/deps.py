@@ -4,6 +4,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.core.errors import UnsupportedMediaType
+from app.core.service import RiskService
 from app.services import Services
 
 
@@ -12,4 +14,38 @@ async def _services(request: Request) -> Services:
     return services
 
 
+async def _risk(request: Request) -> RiskService:
+    risk: RiskService = request.app.state.services.risk
+    return risk
+
+
 ServicesDep = Annotated[Services, Depends(_services)]
+RiskDep = Annotated[RiskService, Depends(_risk)]
+
+JSON_MEDIA = (b"application/json",)
+BULK_MEDIA = (b"application/json", b"application/x-ndjson")
+
+
+def media_type(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The request's media type, lower case and without parameters; None if it declares none."""
+    for name, value in headers:
+        if name == b"content-type":
+            return value.split(b";", 1)[0].strip().lower()
+    return None
+
+
+def unsupported(media: bytes | None, accepted: tuple[bytes, ...]) -> UnsupportedMediaType | None:
+    if media in accepted:
+        return None
+    names = " or ".join(m.decode() for m in accepted)
+    said = f"Content-Type {media.decode(errors='replace')!r}" if media else "no Content-Type"
+    return UnsupportedMediaType(
+        f"the body must be sent as {names}; got {said}", field="content-type"
+    )
+
+
+async def json_write(request: Request) -> None:
+    """A write takes a body declared as JSON: also what keeps a cross-site text/plain form post
+    (which browsers send without asking) from scoring anything."""
+    if (error := unsupported(media_type(request.scope["headers"]), JSON_MEDIA)) is not None:
+        raise error

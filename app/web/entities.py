@@ -1,37 +1,41 @@
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from app.core.errors import InvalidInput
-from app.web import render
-from app.web.deps import ServicesDep
-from app.web.responses import JSON
-from app.web.schemas import ErrorOut, ScorePage
+from app.web import openapi
+from app.web.deps import RiskDep
+from app.web.responses import ModelJSON
+from app.web.schemas import ForgottenOut, HistoryScoreOut, LatestRiskOut, ScorePage, instant
 
 router = APIRouter(prefix="/v1/entities", tags=["entities"])
 
 EntityId = Annotated[str, Path(description="The entity: a patient, an account…")]
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (404, 422, 503)}
 
 
-@router.get("/{entity_id}/risk", summary="The entity's latest score", responses=_ERRORS)
-async def get_risk(entity_id: EntityId, services: ServicesDep) -> JSON:
-    return JSON(render.latest(await services.engine.latest(entity_id)))
+@router.get(
+    "/{entity_id}/risk",
+    summary="The entity's latest score",
+    response_model=LatestRiskOut,
+    responses=openapi.errors(404, 409, 422, 503, example=openapi.LATEST_OUT),
+)
+async def get_risk(entity_id: EntityId, risk: RiskDep) -> ModelJSON:
+    return ModelJSON(LatestRiskOut.of_watched(await risk.latest_risk(entity_id)))
 
 
 @router.get(
     "/{entity_id}/scores",
     summary="The entity's score history from the score log, oldest first",
-    responses={200: {"model": ScorePage}, **_ERRORS},
+    response_model=ScorePage,
+    responses=openapi.errors(404, 422, 503, example=openapi.PAGE_OUT),
 )
 async def get_scores(
     entity_id: EntityId,
-    services: ServicesDep,
+    risk: RiskDep,
     since: Annotated[
-        datetime | None, Query(description="Only events at or after this time (ISO 8601)")
+        str | None,
+        Query(description="Only events at or after this time (RFC 3339, with Z or an offset)"),
     ] = None,
     after_step: Annotated[
         int | None, Query(ge=0, description="Page cursor: the previous page's next_after_step")
@@ -40,31 +44,31 @@ async def get_scores(
     include_values: Annotated[
         bool, Query(description="Add each event's values as received (for charts)")
     ] = False,
-) -> JSON:
-    if since is not None and since.tzinfo is None:
-        raise InvalidInput("since has no UTC offset; add 'Z' or e.g. '+01:00'", field="since")
-    page: dict[str, Any] = {"entity_id": entity_id}
+) -> ModelJSON:
+    after = instant(since, "since") if since is not None else None
     if include_values:
-        logged = await services.engine.history_with_values(
-            entity_id, since=since, after_step=after_step, limit=limit
+        logged = await risk.history_with_values(
+            entity_id, since=after, after_step=after_step, limit=limit
         )
-        page["scores"] = [{**render.score(r.score), "values": r.values} for r in logged]
-        steps = [r.score.step for r in logged]
+        scores = [HistoryScoreOut.of_logged(r.score, dict(r.values)) for r in logged]
     else:
-        scores = await services.engine.history(
-            entity_id, since=since, after_step=after_step, limit=limit
+        plain = await risk.history(entity_id, since=after, after_step=after_step, limit=limit)
+        scores = [HistoryScoreOut.of_logged(s, None) for s in plain]
+    return ModelJSON(
+        ScorePage.model_construct(
+            entity_id=entity_id,
+            scores=scores,
+            next_after_step=scores[-1].step if len(scores) == limit else None,
         )
-        page["scores"] = [render.score(s) for s in scores]
-        steps = [s.step for s in scores]
-    page["next_after_step"] = steps[-1] if len(steps) == limit else None
-    return JSON(page)
+    )
 
 
 @router.delete(
     "/{entity_id}",
     summary="Forget the entity's recurrent state (e.g. at discharge); its scores stay logged",
-    responses=_ERRORS,
+    response_model=ForgottenOut,
+    responses=openapi.errors(404, 422, 503, example={"entity_id": "p000001", "forgotten": True}),
 )
-async def forget(entity_id: EntityId, services: ServicesDep) -> JSON:
-    await services.engine.forget(entity_id)
-    return JSON({"entity_id": entity_id, "forgotten": True})
+async def forget(entity_id: EntityId, risk: RiskDep) -> ModelJSON:
+    await risk.forget(entity_id)
+    return ModelJSON(ForgottenOut.model_construct(entity_id=entity_id, forgotten=True))

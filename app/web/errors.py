@@ -13,11 +13,15 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import RiskstreamError, Unavailable
-from app.web.responses import JSON
+from app.web.responses import ModelJSON
+from app.web.schemas import ErrorBody, ErrorOut, FieldError
 
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+# FastAPI answers 400 when it cannot parse a JSON body at all: invalid UTF-8, or nesting too deep
+# for its parser. That is invalid input like any other broken body.
+_MALFORMED_BODY = "body is not valid JSON (invalid UTF-8, or nested too deeply)"
 _LOCATIONS = {"body", "path", "query", "header", "cookie"}
 
 
@@ -29,11 +33,15 @@ def error_response(
     field: str | None = None,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
-) -> JSON:
-    body: dict[str, Any] = {"status": status, "code": code, "message": message, "field": field}
-    if errors:
-        body["errors"] = errors
-    return JSON({"error": body}, status_code=status, headers=headers)
+) -> ModelJSON:
+    body = ErrorBody.model_construct(
+        status=status,
+        code=code,
+        message=message,
+        field=field,
+        errors=[FieldError.model_construct(**e) for e in errors] if errors else None,
+    )
+    return ModelJSON(ErrorOut.model_construct(error=body), status_code=status, headers=headers)
 
 
 def field_of(loc: tuple[Any, ...] | list[Any]) -> str | None:
@@ -42,18 +50,18 @@ def field_of(loc: tuple[Any, ...] | list[Any]) -> str | None:
     return ".".join(parts) or ("body" if loc and loc[0] == "body" else None)
 
 
-def domain_error(exc: RiskstreamError, retry_after: int) -> JSON:
+def domain_error(exc: RiskstreamError, retry_after: int) -> ModelJSON:
     headers = {"Retry-After": str(retry_after)} if isinstance(exc, Unavailable) else None
     return error_response(exc.status, exc.code, exc.message, field=exc.field, headers=headers)
 
 
 def install(app: FastAPI, *, retry_after: int) -> None:
     @app.exception_handler(RiskstreamError)
-    async def _domain(_: Request, exc: RiskstreamError) -> JSON:
+    async def _domain(_: Request, exc: RiskstreamError) -> ModelJSON:
         return domain_error(exc, retry_after)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSON:
+    async def _validation(_: Request, exc: RequestValidationError) -> ModelJSON:
         errors = []
         for e in exc.errors():
             message = str(e.get("msg", "invalid"))
@@ -66,7 +74,9 @@ def install(app: FastAPI, *, retry_after: int) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSON:
+    async def _http(_: Request, exc: StarletteHTTPException) -> ModelJSON:
+        if exc.status_code == 400:
+            return error_response(422, "invalid_input", _MALFORMED_BODY, field="body")
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(
             exc.status_code,
@@ -77,6 +87,6 @@ def install(app: FastAPI, *, retry_after: int) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSON:
+    async def _unexpected(_: Request, exc: Exception) -> ModelJSON:
         log.exception("unhandled error", exc_info=exc)
         return error_response(500, "internal_error", "internal error; see the server log")

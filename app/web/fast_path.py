@@ -3,9 +3,10 @@
 ``POST /v1/entities/{entity_id}/events`` is what a load test hammers. Through FastAPI's routing,
 dependency solving and exception middleware the app's stack cost ~250 µs of CPU per request
 before any scoring; with this path in front it costs ~60 µs (``docs/performance.md``). Only a
-well-formed request is served here: one whose JSON body validates as ``EventIn``. Anything else
-(another route, another content type, a body that does not validate) goes on, body replayed, to
-the FastAPI route, which stays the route's definition, its OpenAPI entry and the one place its
+well-formed request is served here: one declared as application/json whose body validates as
+``EventIn``; one with another content type, or none, is refused here with 415 exactly as the route
+refuses it. Anything else (another route, a body that does not validate) goes on, body replayed,
+to the FastAPI route, which stays the route's definition, its OpenAPI entry and the one place its
 input errors are phrased. Domain errors map through ``errors.domain_error`` like everywhere else.
 """
 
@@ -16,19 +17,11 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import RiskstreamError
-from app.services import Services
+from app.core.service import RiskService
+from app.web.deps import JSON_MEDIA, media_type, unsupported
 from app.web.errors import domain_error
 from app.web.events import score_one
 from app.web.schemas import EventIn
-
-
-def _json_body(scope: Scope) -> bool:
-    """FastAPI parses a body as JSON when it has no content type or a JSON one."""
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            media: bytes = value.split(b";", 1)[0].strip().lower()
-            return media == b"application/json" or media.endswith(b"+json")
-    return True
 
 
 class SingleEventFastPath:
@@ -44,8 +37,13 @@ class SingleEventFastPath:
             if scope["type"] == "http" and scope["method"] in self.methods
             else None
         )
-        if match is None or not _json_body(scope):
+        if match is None:
             await self.app(scope, receive, send)
+            return
+        if (refused := unsupported(media_type(scope["headers"]), JSON_MEDIA)) is not None:
+            # answered here: FastAPI would parse a body without a content type as JSON first
+            scope["route"] = self.route
+            await domain_error(refused, self.retry_after)(scope, receive, send)
             return
         chunks: list[bytes] = []
         while True:
@@ -62,9 +60,9 @@ class SingleEventFastPath:
             await self.app(scope, _replay(body, receive), send)
             return
         scope["route"] = self.route
-        services: Services = scope["app"].state.services
+        risk: RiskService = scope["app"].state.services.risk
         try:
-            response = await score_one(services, match["entity_id"], event)
+            response = await score_one(risk, match["entity_id"], event)
         except RiskstreamError as exc:
             response = domain_error(exc, self.retry_after)
         await response(scope, receive, send)

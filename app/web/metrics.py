@@ -12,7 +12,22 @@ from app.web.deps import ServicesDep
 router = APIRouter(tags=["system"])
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The Prometheus text exposition format",
+            "content": {
+                "text/plain": {
+                    "schema": {"type": "string"},
+                    "example": "riskstream_outbox_backlog 0.0\n",
+                }
+            },
+        }
+    },
+)
 async def metrics(services: ServicesDep) -> Response:
     try:
         services.metrics.backlog.set(await services.outbox.backlog())

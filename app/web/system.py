@@ -5,16 +5,23 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.core.errors import Unavailable
-from app.web.deps import ServicesDep
+from app.core.manifest import Manifest
+from app.web import openapi
+from app.web.deps import RiskDep, ServicesDep
 from app.web.errors import error_response
-from app.web.responses import JSON
+from app.web.responses import JSON, ModelJSON
 
 router = APIRouter(tags=["system"])
 
 
-@router.get("/v1/model", summary="The loaded model's manifest")
-async def get_model(services: ServicesDep) -> JSON:
-    return JSON(services.model.manifest.as_document())
+@router.get(
+    "/v1/model",
+    summary="The loaded model's manifest",
+    response_model=Manifest,
+    responses=openapi.errors(example=openapi.MODEL_OUT),
+)
+async def get_model(risk: RiskDep) -> ModelJSON:
+    return ModelJSON(risk.manifest)
 
 
 @router.get("/healthz", summary="The process is alive")

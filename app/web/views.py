@@ -5,21 +5,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response, StreamingResponse
 
-from app.core.errors import InvalidInput, RiskstreamError
-from app.web import render
-from app.web.deps import ServicesDep
-from app.web.responses import JSON
-from app.web.schemas import ErrorOut
+from app.core.errors import RiskstreamError
+from app.settings import Settings
+from app.web import openapi
+from app.web.deps import RiskDep
+from app.web.responses import ModelJSON
+from app.web.schemas import FeedEntryOut, FeedOut, WatchlistOut
 
 router = APIRouter(prefix="/v1", tags=["dashboards"])
-
-_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorOut} for c in (410, 422, 503)}
 _CACHE = {"Cache-Control": "no-cache"}  # always revalidate; a 304 costs one Redis GET
 
 
@@ -34,67 +33,46 @@ def _not_modified(etag: str, if_none_match: str | None) -> Response | None:
     return None
 
 
-def _output(services: ServicesDep, output: str | None) -> str:
-    outputs = services.model.manifest.output_names
-    if output is None:
-        return outputs[0]
-    if output not in outputs:
-        raise InvalidInput(
-            f"unknown output {output!r}; the model has {list(outputs)}", field="output"
-        )
-    return output
-
-
 @router.get(
     "/watchlist",
     summary="The entities with the highest current risk for an output",
-    responses=_ERRORS,
+    response_model=WatchlistOut,
+    responses=openapi.errors(422, 503, not_modified=True, example=openapi.WATCHLIST_OUT),
 )
 async def watchlist(
-    services: ServicesDep,
+    risk: RiskDep,
     output: Annotated[str | None, Query(description="Defaults to the model's first output")] = None,
     min_risk: Annotated[float, Query(ge=0.0, le=1.0)] = 0.0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    output = _output(services, output)
-    etag = _etag(await services.views.version(), output, min_risk, limit)
+    output = risk.output(output)
+    etag = _etag(await risk.views_version(), output, min_risk, limit)
     if (cached := _not_modified(etag, if_none_match)) is not None:
         return cached
-    outputs = services.model.manifest.output_names
-    rows = await services.views.watchlist(output, min_risk=min_risk, limit=limit)
-    thresholds = services.engine.thresholds
-    body = {
-        "output": output,
-        "thresholds": {
-            o: {"raise": t.raise_at, "clear": t.clear_below} for o, t in thresholds.items()
-        },
-        "entities": [render.watched(w, outputs) for w in rows],
-    }
-    return JSON(body, headers={"ETag": etag, **_CACHE})
+    rows = await risk.watchlist(output, min_risk=min_risk, limit=limit)
+    body = WatchlistOut.of(output, risk.thresholds, rows, risk.manifest.output_names)
+    return ModelJSON(body, headers={"ETag": etag, **_CACHE})
 
 
 @router.get(
     "/scores",
     summary="Every new score in commit order; pass next_cursor back to get only newer ones",
-    responses=_ERRORS,
+    response_model=FeedOut,
+    responses=openapi.errors(410, 422, 503, not_modified=True, example=openapi.FEED_OUT),
 )
 async def feed(
-    services: ServicesDep,
+    risk: RiskDep,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous poll")] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    last = await services.views.last_cursor()
+    last = await risk.last_cursor()
     etag = _etag(last, cursor, limit)
     if (cached := _not_modified(etag, if_none_match)) is not None:
         return cached
-    entries = await services.views.feed(cursor, limit)
-    body = {
-        "scores": [render.feed_entry(e) for e in entries],
-        "next_cursor": entries[-1].cursor if entries else cursor,
-    }
-    return JSON(body, headers={"ETag": etag, **_CACHE})
+    page = await risk.feed(cursor, limit)
+    return ModelJSON(FeedOut.of(page, cursor), headers={"ETag": etag, **_CACHE})
 
 
 @router.get(
@@ -106,11 +84,11 @@ async def feed(
         "are sent as heartbeats while nothing happens."
     ),
     response_class=StreamingResponse,
-    responses=_ERRORS,
+    responses=openapi.stream_responses(),
 )
 async def stream(
     request: Request,
-    services: ServicesDep,
+    risk: RiskDep,
     entity_id: Annotated[str | None, Query(description="Only this entity")] = None,
     output: Annotated[
         str | None, Query(description="With min_risk: the output it applies to")
@@ -119,11 +97,12 @@ async def stream(
     cursor: Annotated[str | None, Query(description="Start after this cursor")] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
-    output = _output(services, output)
-    start = last_event_id or cursor or await services.views.last_cursor()
+    output = risk.output(output)
+    start = next((c for c in (last_event_id, cursor) if c is not None), None)
+    start = start if start is not None else await risk.last_cursor()
     if start is not None:
-        await services.views.feed(start, 1)  # refuses a bad or expired cursor before streaming
-    settings = services.settings
+        await risk.feed(start, 1)  # refuses a bad or expired cursor before streaming
+    settings: Settings = request.app.state.settings
 
     async def events() -> AsyncIterator[bytes]:
         position = start
@@ -131,20 +110,20 @@ async def stream(
         yield f"retry: {int(settings.stream_poll_s * 4000)}\n\n".encode()
         while not await request.is_disconnected():
             try:
-                entries = await services.views.feed(position, 500)
+                page = await risk.feed(position, 500)
             except RiskstreamError as exc:
                 error = orjson.dumps({"error": exc.message}).decode()
                 yield f"event: error\ndata: {error}\n\n".encode()
                 return
-            for entry in entries:
-                position = entry.cursor
+            position = page.cursor or position
+            for entry in page.entries:
                 if entity_id is not None and entry.score.entity_id != entity_id:
                     continue
                 if entry.score.risk.get(output, 0.0) < min_risk:
                     continue
-                data = orjson.dumps(render.feed_entry(entry)).decode()
+                data = FeedEntryOut.of_entry(entry).model_dump_json()
                 yield f"event: score\nid: {entry.cursor}\ndata: {data}\n\n".encode()
-            if entries:
+            if page.cursor is not None:
                 quiet = 0.0
                 continue
             await asyncio.sleep(settings.stream_poll_s)

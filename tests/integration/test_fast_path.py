@@ -98,7 +98,6 @@ async def test_fast_path_and_route_score_and_advance_state_alike(app: FastAPI) -
 @pytest.mark.parametrize(
     ("content_type", "raw", "field"),
     [
-        ("text/plain", b'{"event_id": "e", "time": "2026-11-25T08:00:00Z"}', "body"),
         ("application/json", b'{"event_id": "e", "time": "yesterday"}', "time"),
         ("application/json", b'{"event_id": "e", "time": 1, "extra": 1}', "extra"),
         ("application/json", b"", "body"),
@@ -121,4 +120,25 @@ async def test_what_the_fast_path_does_not_take_the_route_answers(
         assert answers[0].json() == answers[1].json()
         assert answers[0].json()["error"]["field"] == field
         assert handed_on == [f"/v1/entities/{entity}/events"]
+        assert (await fast.get(f"/v1/entities/{entity}/risk")).status_code == 404
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_a_body_not_declared_as_json_is_refused_with_415_by_both_paths_alike(
+    app: FastAPI, content_type: str | None
+) -> None:
+    """A cross-site "simple" post (text/plain, a form) must not score anything."""
+    entity = f"patient-{uuid.uuid4().hex[:8]}"
+    raw = b'{"event_id": "e", "time": "2026-11-25T08:00:00Z"}'
+    headers = {"content-type": content_type} if content_type else {}
+    async with client(app) as fast, client(route_only(app)) as routed:
+        answers = [
+            await c.post(f"/v1/entities/{entity}/events", content=raw, headers=headers)
+            for c in (fast, routed)
+        ]
+        assert [r.status_code for r in answers] == [415, 415]
+        assert answers[0].content == answers[1].content
+        error = answers[0].json()["error"]
+        assert error["code"] == "unsupported_media_type"
+        assert error["field"] == "content-type"
         assert (await fast.get(f"/v1/entities/{entity}/risk")).status_code == 404

@@ -7,7 +7,16 @@ from datetime import datetime
 
 import numpy as np
 
-from app.core.domain import Commit, EntityState, LoggedScore, Score, Snapshot
+from app.core.domain import (
+    Commit,
+    EntityState,
+    FeedEntry,
+    FeedPage,
+    LoggedScore,
+    Score,
+    Snapshot,
+    Watched,
+)
 from app.core.manifest import Manifest
 
 
@@ -134,3 +143,35 @@ class FakeOutbox:
 
     async def backlog(self) -> int:
         return len(self._store.outbox)
+
+
+class FakeViews:
+    """The read side of a FakeStore: what the Redis views show of its states."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+
+    async def version(self) -> int:
+        return sum(s.step for s in self.store.states.values())
+
+    async def watched(self, entity_id: str) -> Watched | None:
+        s = self.store.states.get(entity_id)
+        if s is None or s.latest is None:
+            return None
+        return Watched(entity_id, s.step, s.last_time, s.latest, s.previous, dict(s.alerts))
+
+    async def watchlist(self, output: str, *, min_risk: float, limit: int) -> list[Watched]:
+        rows = [w for e in self.store.states if (w := await self.watched(e)) is not None]
+        rows = [w for w in rows if w.latest.risk[output] >= min_risk]
+        return sorted(rows, key=lambda w: -w.latest.risk[output])[:limit]
+
+    async def feed(self, cursor: str | None, limit: int) -> FeedPage:
+        entries = [
+            FeedEntry(f"{i}-0", logged.score, {}) for i, logged in enumerate(self.store.outbox)
+        ]
+        after = int(cursor.split("-")[0]) + 1 if cursor else 0
+        page = entries[after : after + limit]
+        return FeedPage(page, page[-1].cursor if page else None)
+
+    async def last_cursor(self) -> str | None:
+        return f"{len(self.store.outbox) - 1}-0" if self.store.outbox else None
