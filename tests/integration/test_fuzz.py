@@ -1,0 +1,347 @@
+"""schemathesis over the service's own ``/openapi.json``, against a real server process.
+
+Every operation is called with inputs generated from its declared schema (valid ones and, in
+schemathesis's negative mode, invalid ones), and each answer is checked against the same
+description: never a server error, a declared status code, a declared content type, a body that
+matches the declared schema. The description is the contract that clients are generated from, so
+an answer that does not match it is a bug of the service or of the description.
+
+Generated bodies mostly fail validation (random feature names, times in year 200,000), so the
+hooks below turn a share of them into realistic events: feature names from the model's manifest,
+times near one another, event ids from a small pool (duplicates), entity ids from a small pool
+(so GET and DELETE find entities that POST created, and events arrive late). The rest stay as
+generated, which is where the poison inputs come from.
+
+Bounded and deterministic for CI: a fixed seed, derandomized generation, a fixed number of
+examples per operation and no shrinking; ``/v1/stream`` is read for a few events or at most
+``STREAM_READ_S`` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import hypothesis
+import pytest
+import requests
+import schemathesis
+from hypothesis import strategies as st
+from schemathesis import Case, GenerationMode, HookContext, Response
+from schemathesis.core.result import Err
+from schemathesis.errors import FailureGroup
+
+from app.bench.server import ServerProcess
+from app.settings import Settings
+from tests.support.model import TINY_MODEL_DIR
+
+pytestmark = pytest.mark.slow
+
+SEED = 20261129
+EXAMPLES_PER_OPERATION = 60
+STREAM_READ_S = 1.0
+REQUEST_TIMEOUT_S = 10.0
+
+FEATURES: list[str] = [
+    f["name"] for f in json.loads((TINY_MODEL_DIR / "manifest.json").read_text())["features"]
+]
+ENTITY_POOL = ["fz-a", "fz-b", "fz-c"]
+EVENT_POOL = [f"e{i}" for i in range(8)]
+T0 = 1_790_000_000  # 2026-09-21, inside any sensible event-time window
+
+
+@schemathesis.serializer("application/x-ndjson")
+def _ndjson(ctx: Any, value: Any) -> dict[str, Any]:
+    """Bulk NDJSON: a string goes as it is, a list as one JSON document a line."""
+    if isinstance(value, str):
+        return {"data": value.encode("utf-8", "surrogatepass")}
+    if isinstance(value, list):
+        return {"data": "\n".join(json.dumps(item) for item in value).encode()}
+    return {"data": json.dumps(value).encode()}
+
+
+# -- realistic inputs ----------------------------------------------------------------------------
+
+# Values at the edges of what JSON carries and what the service can store, mixed in at a low rate:
+# the poison inputs of issue 11 (times that overflow or come from far away, values beyond float32,
+# ids that no route can address) and their neighbours.
+EDGE_TIMES: list[Any] = [
+    1e20, -1e12, 3e11, 253_402_300_800, -62_135_596_800, 0, -1, 1e-7,
+    "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "1899-12-31T23:59:59Z",
+    "2999-01-01T00:00:00Z", "2026-09-21T14:13:20.123456789Z", "2026-09-21T14:13:20+23:59",
+]
+EDGE_VALUES: list[Any] = [
+    1e308, -1e308, 3.5e38, -3.5e38, 3.4028234663852886e38, 1e-320, -0.0, 1e10, 2**63, -(2**64),
+]
+EDGE_IDS: list[str] = [
+    "ward/bed1", "a b", ".", "..", "é", "x" * 129, "", "a?b", "a#b", "%2F", "a\u0000b", "-a",
+]
+
+
+def _weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """``choices`` as (weight, strategy): one strategy drawn with odds by weight."""
+    pool = [strategy for weight, strategy in choices for _ in range(weight)]
+    return st.integers(min_value=0, max_value=len(pool) - 1).flatmap(lambda i: pool[i])
+
+
+def _iso(t: int) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+_epoch = st.integers(min_value=0, max_value=3 * 24 * 60).map(lambda minutes: T0 + 60 * minutes)
+_times = _weighted((5, _epoch), (4, _epoch.map(_iso)), (1, st.sampled_from(EDGE_TIMES)))
+_event_ids = _weighted(
+    (6, st.sampled_from(EVENT_POOL)),
+    (3, st.from_regex(r"\Ae[0-9]{2,4}\Z")),
+    (1, st.sampled_from(EDGE_IDS)),
+)
+_entity_ids = _weighted((9, st.sampled_from(ENTITY_POOL)), (1, st.sampled_from(EDGE_IDS)))
+_values = st.dictionaries(
+    st.sampled_from(FEATURES),
+    _weighted(
+        (2, st.none()),
+        (12, st.floats(min_value=-50, max_value=400, allow_nan=False)),
+        (1, st.sampled_from(EDGE_VALUES)),
+    ),
+    max_size=6,
+)
+
+
+def _event(with_entity: bool) -> st.SearchStrategy[dict[str, Any]]:
+    fields: dict[str, st.SearchStrategy[Any]] = {
+        "event_id": _event_ids,
+        "time": _times,
+        "values": _values,
+    }
+    if with_entity:
+        fields["entity_id"] = _entity_ids
+    return st.fixed_dictionaries(fields)
+
+
+def _with_feature_names(generated: Any) -> st.SearchStrategy[Any]:
+    """The generated body with a realistic id and time but its own values under real feature
+    names: this is how the generator's huge, tiny and negative numbers reach the model."""
+    if not isinstance(generated, dict):
+        return st.just(generated)
+    values = generated.get("values")
+    if isinstance(values, dict) and values:
+        values = {FEATURES[i % len(FEATURES)]: v for i, v in enumerate(values.values())}
+    return st.fixed_dictionaries({"event_id": _event_ids, "time": _times}).map(
+        lambda base: {**generated, **base, "values": values}
+    )
+
+
+def _mixed(generated: Any, realistic: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Half realistic, a quarter the generated values under feature names, a quarter as
+    generated (from the schema, valid or, in negative mode, not)."""
+    return _weighted(
+        (2, realistic), (1, _with_feature_names(generated)), (1, st.just(generated))
+    )
+
+
+def _operation(context: HookContext) -> tuple[str, str]:
+    assert context.operation is not None
+    return context.operation.method.upper(), context.operation.path
+
+
+def register_hooks(schema: Any) -> None:
+    @schema.hook
+    def flatmap_body(context: HookContext, body: Any) -> st.SearchStrategy[Any]:
+        method, path = _operation(context)
+        if (method, path) == ("POST", "/v1/entities/{entity_id}/events"):
+            return _mixed(body, _event(with_entity=False))
+        if (method, path) == ("POST", "/v1/events"):
+            items = st.lists(_event(with_entity=True), min_size=1, max_size=8)
+            if isinstance(body, str):  # NDJSON: lines of realistic events
+                return _mixed(body, items.map(lambda xs: "\n".join(json.dumps(x) for x in xs)))
+            if isinstance(body, list) and body:
+                renamed = st.tuples(*[_with_feature_names(x) for x in body[:8]]).map(list)
+                return _weighted((2, items), (1, renamed), (1, st.just(body)))
+            if isinstance(body, list):
+                return _weighted((3, items), (1, st.just(body)))
+        return st.just(body)
+
+    @schema.hook
+    def flatmap_path_parameters(
+        context: HookContext, path_parameters: dict[str, Any]
+    ) -> st.SearchStrategy[dict[str, Any]]:
+        """Mostly the pool's entities, so reads and deletes find what the posts created."""
+        if not isinstance(path_parameters, dict) or "entity_id" not in path_parameters:
+            return st.just(path_parameters)
+        pooled = st.sampled_from(ENTITY_POOL).map(lambda e: {**path_parameters, "entity_id": e})
+        return _weighted((3, pooled), (1, st.just(path_parameters)))
+
+
+# -- the server and the schema -------------------------------------------------------------------
+
+
+@pytest.fixture
+def fuzz_server(settings: Settings, tmp_path: Path) -> Iterator[ServerProcess]:
+    env = {
+        "REDIS_URL": str(settings.redis_url),
+        "DATABASE_URL": str(settings.database_url),
+        "KEY_PREFIX": settings.key_prefix,
+        "MODEL_DIR": str(settings.model_dir),
+        "DATA_DIR": str(settings.data_dir),
+        "STREAM_POLL_S": "0.05",
+        "STREAM_HEARTBEAT_S": "0.1",
+    }
+    server = ServerProcess(env, tmp_path / "server.log")
+    yield server
+    server.stop()
+
+
+def load_schema(url: str) -> Any:
+    config = schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            "request-timeout": REQUEST_TIMEOUT_S,
+            "max-stream-events": 3,
+            "checks": {
+                "enabled": False,
+                "not_a_server_error": {"enabled": True},
+                "status_code_conformance": {"enabled": True},
+                "content_type_conformance": {"enabled": True},
+                "response_schema_conformance": {"enabled": True},
+            },
+            "operations": [{"include-path": "/v1/stream", "request-timeout": STREAM_READ_S}],
+        }
+    )
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json", config=config)
+    register_hooks(schema)
+    return schema
+
+
+@dataclass
+class Finding:
+    """One distinct failure: an operation, a check, a status; the first request that showed it."""
+
+    operation: str
+    check: str
+    status: int
+    count: int
+    curl: str
+    detail: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.operation}: {self.check} (status {self.status}, {self.count}x)\n"
+            f"    {self.curl}\n    {self.detail}"
+        )
+
+
+class Findings:
+    def __init__(self) -> None:
+        self.by_key: dict[tuple[str, str, int, str], Finding] = {}
+        self.statuses: dict[str, Counter[int]] = {}
+
+    def summary(self) -> str:
+        return "\n".join(
+            f"  {label}: {sum(c.values())} calls, statuses {dict(sorted(c.items()))}"
+            for label, c in self.statuses.items()
+        )
+
+    def record(self, case: Case, response: Response, failure: Exception) -> None:
+        check = f"{getattr(failure, 'code', '?')} {getattr(failure, 'title', type(failure).__name__)}"
+        message = str(getattr(failure, "message", failure)).strip()
+        if hasattr(failure, "schema_path"):  # a schema violation: where in the schema, and why
+            where = "/".join(str(p) for p in failure.schema_path)
+            at = "/".join(str(p) for p in getattr(failure, "instance_path", []))
+            what = f"at body/{at} (schema {where}): {getattr(failure, '_raw_message', '')}"[:300]
+            key_part = where
+        else:
+            what = message.splitlines()[0][:300] if message else ""
+            key_part = what
+        key = (case.operation.label, check, response.status_code, key_part)
+        if key in self.by_key:
+            self.by_key[key].count += 1
+            return
+        self.by_key[key] = Finding(
+            operation=case.operation.label,
+            check=check,
+            status=response.status_code,
+            count=1,
+            curl=case.as_curl_command()[:600],
+            detail=f"{what}\n    answer: {response.text[:300]!r}",
+        )
+
+
+def documented_media_type(raw_schema: dict[str, Any]) -> Any:
+    """A check schemathesis leaves out: a response with a body must document its media type.
+    (``content_type_conformance`` passes whenever a response documents no content at all, which
+    is how ``/v1/stream`` and ``/metrics`` hid their media types.)"""
+
+    def undocumented_media_type(ctx: Any, response: Response, case: Case) -> None:
+        operation = raw_schema["paths"][case.operation.path][case.operation.method.lower()]
+        declared = operation.get("responses", {})
+        entry = declared.get(str(response.status_code), declared.get("default"))
+        if not response.content or entry is None:  # no body, or status_code_conformance's case
+            return
+        media_types = list(entry.get("content", {}))
+        received = response.headers.get("content-type", ["(none)"])[0].split(";")[0].strip()
+        if received not in media_types:
+            raise AssertionError(
+                f"Undocumented media type: a {response.status_code} answer with a "
+                f"{received} body; documented for {response.status_code}: {media_types or 'none'}"
+            )
+
+    return undocumented_media_type
+
+
+def _run_operation(
+    operation: Any, url: str, session: requests.Session, findings: Findings
+) -> None:
+    media_type_check = documented_media_type(operation.schema.raw_schema)
+    strategies = [
+        *operation.schema.get_strategies_from_examples(operation),
+        operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
+        operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
+    ]
+
+    @hypothesis.settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
+    @hypothesis.given(case=st.one_of(strategies))
+    def call(case: Case) -> None:
+        try:
+            response = case.call(base_url=url, session=session)
+        except requests.RequestException as exc:
+            raise AssertionError(f"{case.operation.label}: {exc}\n{case.as_curl_command()}") from exc
+        findings.statuses.setdefault(case.operation.label, Counter())[response.status_code] += 1
+        try:
+            case.validate_response(response, additional_checks=[media_type_check])
+        except FailureGroup as group:
+            for failure in group.exceptions:
+                findings.record(case, response, failure)
+
+    call()
+
+
+def test_every_operation_answers_as_its_openapi_description_says(
+    fuzz_server: ServerProcess,
+) -> None:
+    schema = load_schema(fuzz_server.url)
+    findings = Findings()
+    invalid: list[str] = []
+    with requests.Session() as session:
+        for result in schema.get_all_operations():
+            if isinstance(result, Err):
+                invalid.append(str(result.err()))
+                continue
+            _run_operation(result.ok(), fuzz_server.url, session, findings)
+    report = [str(f) for f in findings.by_key.values()]
+    print(findings.summary())
+    assert not invalid and not report, (
+        f"{len(report)} distinct failures\n{findings.summary()}"
+        + "".join(f"\n- {line}" for line in invalid + report)
+    )
