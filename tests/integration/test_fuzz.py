@@ -71,15 +71,46 @@ def _ndjson(ctx: Any, value: Any) -> dict[str, Any]:
 # the poison inputs of issue 11 (times that overflow or come from far away, values beyond float32,
 # ids that no route can address) and their neighbours.
 EDGE_TIMES: list[Any] = [
-    1e20, -1e12, 3e11, 253_402_300_800, -62_135_596_800, 0, -1, 1e-7,
-    "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "1899-12-31T23:59:59Z",
-    "2999-01-01T00:00:00Z", "2026-09-21T14:13:20.123456789Z", "2026-09-21T14:13:20+23:59",
+    1e20,
+    -1e12,
+    3e11,
+    253_402_300_800,
+    -62_135_596_800,
+    0,
+    -1,
+    1e-7,
+    "9999-12-31T23:59:59-14:00",
+    "0001-01-01T00:00:00+14:00",
+    "1899-12-31T23:59:59Z",
+    "2999-01-01T00:00:00Z",
+    "2026-09-21T14:13:20.123456789Z",
+    "2026-09-21T14:13:20+23:59",
 ]
 EDGE_VALUES: list[Any] = [
-    1e308, -1e308, 3.5e38, -3.5e38, 3.4028234663852886e38, 1e-320, -0.0, 1e10, 2**63, -(2**64),
+    1e308,
+    -1e308,
+    3.5e38,
+    -3.5e38,
+    3.4028234663852886e38,
+    1e-320,
+    -0.0,
+    1e10,
+    2**63,
+    -(2**64),
 ]
 EDGE_IDS: list[str] = [
-    "ward/bed1", "a b", ".", "..", "é", "x" * 129, "", "a?b", "a#b", "%2F", "a\u0000b", "-a",
+    "ward/bed1",
+    "a b",
+    ".",
+    "..",
+    "é",
+    "x" * 129,
+    "",
+    "a?b",
+    "a#b",
+    "%2F",
+    "a\u0000b",
+    "-a",
 ]
 
 
@@ -139,9 +170,7 @@ def _with_feature_names(generated: Any) -> st.SearchStrategy[Any]:
 def _mixed(generated: Any, realistic: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     """Half realistic, a quarter the generated values under feature names, a quarter as
     generated (from the schema, valid or, in negative mode, not)."""
-    return _weighted(
-        (2, realistic), (1, _with_feature_names(generated)), (1, st.just(generated))
-    )
+    return _weighted((2, realistic), (1, _with_feature_names(generated)), (1, st.just(generated)))
 
 
 def _operation(context: HookContext) -> tuple[str, str]:
@@ -247,7 +276,9 @@ class Findings:
         )
 
     def record(self, case: Case, response: Response, failure: Exception) -> None:
-        check = f"{getattr(failure, 'code', '?')} {getattr(failure, 'title', type(failure).__name__)}"
+        check = (
+            f"{getattr(failure, 'code', '?')} {getattr(failure, 'title', type(failure).__name__)}"
+        )
         message = str(getattr(failure, "message", failure)).strip()
         if hasattr(failure, "schema_path"):  # a schema violation: where in the schema, and why
             where = "/".join(str(p) for p in failure.schema_path)
@@ -293,9 +324,7 @@ def documented_media_type(raw_schema: dict[str, Any]) -> Any:
     return undocumented_media_type
 
 
-def _run_operation(
-    operation: Any, url: str, session: requests.Session, findings: Findings
-) -> None:
+def _run_operation(operation: Any, url: str, session: requests.Session, findings: Findings) -> None:
     media_type_check = documented_media_type(operation.schema.raw_schema)
     strategies = [
         *operation.schema.get_strategies_from_examples(operation),
@@ -316,7 +345,9 @@ def _run_operation(
         try:
             response = case.call(base_url=url, session=session)
         except requests.RequestException as exc:
-            raise AssertionError(f"{case.operation.label}: {exc}\n{case.as_curl_command()}") from exc
+            raise AssertionError(
+                f"{case.operation.label}: {exc}\n{case.as_curl_command()}"
+            ) from exc
         findings.statuses.setdefault(case.operation.label, Counter())[response.status_code] += 1
         try:
             case.validate_response(response, additional_checks=[media_type_check])
