@@ -317,7 +317,14 @@ class Findings:
             return
         self.add(key, case, response.status_code, f"{what}\n    answer: {response.text[:300]!r}")
 
-    def add(self, key: tuple[str, str, int, str], case: Case, status: int, detail: str) -> None:
+    def add(
+        self,
+        key: tuple[str, str, int, str],
+        case: Case,
+        status: int,
+        detail: str,
+        curl: str | None = None,
+    ) -> None:
         if key in self.by_key:
             self.by_key[key].count += 1
             return
@@ -326,7 +333,7 @@ class Findings:
             check=key[1],
             status=status,
             count=1,
-            curl=case.as_curl_command()[:600],
+            curl=(curl or case.as_curl_command())[:600],
             detail=detail,
         )
 
@@ -406,6 +413,35 @@ def _run_operation(operation: Any, url: str, session: requests.Session, findings
     call()
 
 
+PROBES: list[tuple[str, dict[str, str], bytes]] = [
+    # what a generator does not send: the wrong media type, none, and bodies no parser likes
+    ("text/plain", {"content-type": "text/plain"}, b'{"event_id": "p1", "time": 1790000000}'),
+    ("no content type", {}, b'{"event_id": "p2", "time": 1790000000}'),
+    ("deeply nested JSON", {"content-type": "application/json"}, b"[" * 100_000 + b"]" * 100_000),
+    ("invalid UTF-8", {"content-type": "application/json"}, b'{"event_id": "\xff\xfe"}'),
+]
+
+
+def _probe(operation: Any, url: str, findings: Findings) -> None:
+    """Each write once with each probe; the same checks as the generated calls."""
+    case = operation.Case(
+        path_parameters={"entity_id": "fz-probe"}, body=None, media_type="application/json"
+    )
+    path = operation.path.replace("{entity_id}", "fz-probe")
+    checks = [documented_media_type(operation.schema.raw_schema)]
+    for name, headers, body in PROBES:
+        sent = requests.post(f"{url}{path}", data=body, headers=headers, timeout=10)
+        findings.statuses.setdefault(operation.label, Counter())[sent.status_code] += 1
+        try:
+            case.validate_response(sent, additional_checks=checks)
+        except FailureGroup as group:
+            for failure in group.exceptions:
+                title = getattr(failure, "title", type(failure).__name__)
+                key = (operation.label, f"probe {name}: {title}", sent.status_code, "")
+                curl = f"POST {path} with {name} ({headers or 'no headers'}, {len(body)} bytes)"
+                findings.add(key, case, sent.status_code, f"answer: {sent.text[:300]!r}", curl)
+
+
 def _not_logged(url: str, answered: dict[tuple[str, str], int]) -> list[str]:
     """The answered scores that the SQL log (read through its route) does not hold, once the
     drain has had ``LOG_WAIT_S`` seconds: the promise that no answered score is lost."""
@@ -448,6 +484,8 @@ def test_every_operation_answers_as_its_openapi_description_says(
                 continue
             started = time.monotonic()
             _run_operation(result.ok(), fuzz_server.url, session, findings)
+            if result.ok().method.upper() == "POST":
+                _probe(result.ok(), fuzz_server.url, findings)
             findings.seconds[result.ok().label] = time.monotonic() - started
     missing = _not_logged(fuzz_server.url, findings.answered)
     report = [str(f) for f in findings.by_key.values()]
