@@ -52,9 +52,12 @@ STREAM_READ_S = 0.3
 REQUEST_TIMEOUT_S = 10.0
 LOG_WAIT_S = 10.0
 
-FEATURES: list[str] = [
-    f["name"] for f in json.loads((TINY_MODEL_DIR / "manifest.json").read_text())["features"]
-]
+# name -> the plausible range the manifest may declare (else a wide one)
+RANGES: dict[str, tuple[float, float]] = {
+    f["name"]: tuple(f.get("range", (-50.0, 400.0)))
+    for f in json.loads((TINY_MODEL_DIR / "manifest.json").read_text())["features"]
+}
+FEATURES = list(RANGES)
 ENTITY_POOL = ["fz-a", "fz-b", "fz-c"]
 EVENT_POOL = [f"e{i}" for i in range(8)]
 T0 = 1_790_000_000  # 2026-09-21, inside any sensible event-time window
@@ -137,14 +140,17 @@ _event_ids = _weighted(
     (1, st.sampled_from(EDGE_IDS)),
 )
 _entity_ids = _weighted((9, st.sampled_from(ENTITY_POOL)), (1, st.sampled_from(EDGE_IDS)))
-_values = st.dictionaries(
-    st.sampled_from(FEATURES),
-    _weighted(
-        (2, st.none()),
-        (12, st.floats(min_value=-50, max_value=400, allow_nan=False)),
-        (1, st.sampled_from(EDGE_VALUES)),
-    ),
-    max_size=6,
+_values = st.sets(st.sampled_from(FEATURES), max_size=6).flatmap(
+    lambda names: st.fixed_dictionaries(
+        {
+            name: _weighted(
+                (2, st.none()),
+                (12, st.floats(min_value=RANGES[name][0], max_value=RANGES[name][1])),
+                (1, st.sampled_from(EDGE_VALUES)),
+            )
+            for name in sorted(names)
+        }
+    )
 )
 
 

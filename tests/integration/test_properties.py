@@ -38,9 +38,12 @@ from tests.support.model import TINY_MODEL_DIR
 from tests.support.service import Running
 
 T0 = 1_790_000_000
-FEATURES: list[str] = [
-    f["name"] for f in json.loads((TINY_MODEL_DIR / "manifest.json").read_text())["features"]
-]
+# name -> the plausible range the manifest may declare (values outside it are refused)
+RANGES: dict[str, tuple[float, float]] = {
+    f["name"]: tuple(f.get("range", (0.0, 200.0)))
+    for f in json.loads((TINY_MODEL_DIR / "manifest.json").read_text())["features"]
+}
+FEATURES = list(RANGES)
 LOG_WAIT_S = 20.0
 ATOL = 1e-5  # a micro-batch runs several entities through the model at once
 
@@ -68,10 +71,16 @@ class Scenario:
         )
 
 
-_values = st.dictionaries(
-    st.sampled_from(FEATURES[:10]),
-    st.one_of(st.none(), st.floats(min_value=0, max_value=200, allow_nan=False)),
-    max_size=4,
+_values = st.sets(st.sampled_from(FEATURES[:10]), max_size=4).flatmap(
+    lambda names: st.fixed_dictionaries(
+        {
+            name: st.one_of(
+                st.none(),
+                st.floats(min_value=RANGES[name][0], max_value=RANGES[name][1], allow_nan=False),
+            )
+            for name in sorted(names)
+        }
+    )
 )
 
 
