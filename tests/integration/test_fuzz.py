@@ -17,6 +17,11 @@ test code), a fixed number of examples per operation and no shrinking; ``/v1/str
 for a few events or at most ``STREAM_READ_S`` seconds. Besides schemathesis's checks, two of
 ours: a body's media type must be documented, and a read the description calls valid must not
 be refused as invalid (the request constraints are the ones the server enforces).
+
+The operations are driven here (``operation.as_strategy`` under ``hypothesis.given``) rather than
+by ``schemathesis.pytest.from_fixture``, which fails on pytest 9.2 (it sets ``node._nodeid``) and
+stops at an operation's first failure; this collects every distinct failure of the whole run and
+reports them together, each with a request that shows it.
 """
 
 from __future__ import annotations
