@@ -350,7 +350,9 @@ async def test_database_stopped_30s_under_load_the_outbox_holds_then_drains(
 
         async def late() -> None:
             """Now and then an event earlier than its entity's last: refused on its own (409,
-            or 503 while the database cannot say whether it is a duplicate)."""
+            or 503 while the database cannot say whether it is a duplicate), alone and in a
+            bulk request with in-order events of other entities, which are scored all the same."""
+            others = [f"db-{uid}-bulk{j}" for j in range(5)]
             j = 0
             while loop.time() < end:
                 await asyncio.sleep(0.5)
@@ -359,8 +361,24 @@ async def test_database_stopped_30s_under_load_the_outbox_holds_then_drains(
                 j += 1
                 if not answered[entity]:
                     continue
-                r = await client.post(f"{server.url}/v1/entities/{entity}/events", json=event)
-                late_answers.append(r.status_code)
+                if j % 2:
+                    r = await client.post(f"{server.url}/v1/entities/{entity}/events", json=event)
+                    late_answers.append(r.status_code)
+                    continue
+                items = [{"entity_id": entity, **event}] + [
+                    {"entity_id": e, **_event(len(answered[e]))} for e in others
+                ]
+                r = await client.post(f"{server.url}/v1/events", json=items)
+                if r.status_code != 200:
+                    in_order_failures.append(f"bulk with a late event: {r.status_code} {r.text}")
+                    continue
+                first, *rest = r.json()["results"]
+                late_answers.append(first["status"])
+                for item, result in zip(items[1:], rest):
+                    if result["status"] == 200:
+                        answered[item["entity_id"]][item["event_id"]] = result["step"]
+                    else:
+                        in_order_failures.append(f"bulk item {item}: {result}")
 
         async def outage() -> None:
             nonlocal down
