@@ -247,7 +247,8 @@ async def test_redis_frozen_5s_gives_503_then_recovers_and_retries_apply_once(
                 own_redis.thaw()
             return lost
 
-        *_, lost = await asyncio.gather(*(steady(e) for e in entities), freeze_and_probe())
+        lost = (await asyncio.gather(*(steady(e) for e in entities), freeze_and_probe()))[-1]
+        assert lost is not None
         assert not any(lost), "a request was answered while Redis was frozen"
         # every load client got a 200 after the thaw: the service recovered by itself
         assert server.process.poll() is None, "the server process died"
@@ -529,7 +530,7 @@ async def test_poison_inputs_are_refused_and_leave_nothing_and_valid_traffic_rea
 ) -> None:
     server = launch(_env(redis_url, database_url, key_prefix, tiny_model_dir, tmp_path))
     uid = _uid()
-    single = [
+    single: list[tuple[str, dict[str, Any], str]] = [
         (f"poison-{uid}-t{i}", {"event_id": "a", "time": t, "values": {}}, "time")
         for i, t in enumerate(POISON_TIMES)
     ]
@@ -540,7 +541,7 @@ async def test_poison_inputs_are_refused_and_leave_nothing_and_valid_traffic_rea
     bulk.append(
         ({"entity_id": f"ward/bed-{uid}", "event_id": "a", "time": T0, "values": {}}, "entity_id")
     )
-    valid_in_bulk = {"entity_id": f"valid-{uid}-inbulk", **_event(0)}
+    valid_in_bulk: dict[str, Any] = {"entity_id": f"valid-{uid}-inbulk", **_event(0)}
     poisoned = [entity for entity, _, _ in single] + [item["entity_id"] for item, _ in bulk]
 
     wrong: list[str] = []
@@ -574,7 +575,9 @@ async def test_poison_inputs_are_refused_and_leave_nothing_and_valid_traffic_rea
                 r = await client.post(f"{server.url}/v1/entities/{entity}/events", json=_event(k))
                 assert r.status_code == 200, r.text
                 answered[entity][f"e{k}"] = r.json()["step"]
-        more = [{"entity_id": f"valid-{uid}-b{i}", **_event(0)} for i in range(10)]
+        more: list[dict[str, Any]] = [
+            {"entity_id": f"valid-{uid}-b{i}", **_event(0)} for i in range(10)
+        ]
         r = await client.post(f"{server.url}/v1/events", json=more)
         assert r.status_code == 200 and r.json()["accepted"] == len(more), r.text
         for item in more:
