@@ -542,7 +542,8 @@ async def test_poison_inputs_are_refused_and_leave_nothing_and_valid_traffic_rea
         ({"entity_id": f"ward/bed-{uid}", "event_id": "a", "time": T0, "values": {}}, "entity_id")
     )
     valid_in_bulk: dict[str, Any] = {"entity_id": f"valid-{uid}-inbulk", **_event(0)}
-    poisoned = [entity for entity, _, _ in single] + [item["entity_id"] for item, _ in bulk]
+    bulk_nd = [({**item, "entity_id": f"{item['entity_id']}-nd"}, field) for item, field in bulk]
+    poisoned = [entity for entity, _, _ in single] + [i["entity_id"] for i, _ in bulk + bulk_nd]
 
     wrong: list[str] = []
     answered: dict[str, dict[str, int]] = defaultdict(dict)
@@ -555,18 +556,25 @@ async def test_poison_inputs_are_refused_and_leave_nothing_and_valid_traffic_rea
                 continue
             if r.status_code != 422 or r.json()["error"]["field"] != field:
                 wrong.append(f"single {event}: {r.status_code} {r.text[:150]}")
-        r = await client.post(
-            f"{server.url}/v1/events", json=[item for item, _ in bulk] + [valid_in_bulk]
-        )
-        if r.status_code != 200:
-            wrong.append(f"bulk: {r.status_code} {r.text[:150]}")
-        else:
+        for kind, items in (("json", bulk), ("ndjson", bulk_nd)):
+            valid = {**valid_in_bulk, "entity_id": f"{valid_in_bulk['entity_id']}-{kind}"}
+            lines = [item for item, _ in items] + [valid]
+            if kind == "json":
+                payload, media = orjson.dumps(lines), "application/json"
+            else:
+                payload, media = b"\n".join(map(orjson.dumps, lines)), "application/x-ndjson"
+            r = await client.post(
+                f"{server.url}/v1/events", content=payload, headers={"content-type": media}
+            )
+            if r.status_code != 200:
+                wrong.append(f"bulk {kind}: {r.status_code} {r.text[:150]}")
+                continue
             *poison_results, valid_result = r.json()["results"]
-            for (item, field), result in zip(bulk, poison_results):
+            for (item, field), result in zip(items, poison_results):
                 if result["status"] != 422 or result["error"]["field"] != field:
-                    wrong.append(f"bulk {item}: {json.dumps(result)[:150]}")
+                    wrong.append(f"bulk {kind} {item}: {json.dumps(result)[:150]}")
             assert valid_result["status"] == 200, valid_result
-            answered[valid_in_bulk["entity_id"]]["e0"] = valid_result["step"]
+            answered[valid["entity_id"]]["e0"] = valid_result["step"]
         assert not wrong, f"{len(wrong)} poison inputs not refused with 422: {wrong}"
 
         for k in range(3):
