@@ -41,9 +41,9 @@ T0 = int(time.time()) - 30 * 86_400
 CLIENT_TIMEOUT_S = 15.0
 
 
-def _event(k: int, **extra: Any) -> dict[str, Any]:
+def _event(k: int) -> dict[str, Any]:
     """The k-th event (0-based) of an entity: its id and time say its place in the sequence."""
-    return {"event_id": f"e{k}", "time": T0 + 60 * k, "values": {"HR": 60 + k % 40}, **extra}
+    return {"event_id": f"e{k}", "time": T0 + 60 * k, "values": {"HR": 60 + k % 40}}
 
 
 @pytest.fixture
@@ -218,9 +218,10 @@ async def test_redis_frozen_5s_gives_503_then_recovers_and_retries_apply_once(
     answers: dict[str, list[dict[str, Any]]] = {e: [] for e in entities}
     failures: list[str] = []
     statuses: list[int] = []
+    leaks: list[str] = []
     loop = asyncio.get_running_loop()
     async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S) as client:
-        client.event_hooks["response"] = [_count_status(statuses)]
+        client.event_hooks["response"] = [_count_status(statuses, leaks)]
         stop_at = loop.time() + 13.0
 
         async def steady(entity: str) -> None:
@@ -281,12 +282,21 @@ async def test_redis_frozen_5s_gives_503_then_recovers_and_retries_apply_once(
         assert await logged_steps(score_log, entity) == sorted(
             (step, e) for e, step in events.items()
         ), f"{entity}: SQL holds a score twice or one too many"
+    assert not leaks, f"a 503 message exposes an address: {leaks[0]}"
 
 
-def _count_status(statuses: list[int]) -> Callable[[httpx.Response], Any]:
+def _count_status(
+    statuses: list[int], leaks: list[str] | None = None
+) -> Callable[[httpx.Response], Any]:
+    """A response hook: the status of every POST, and every 503 naming an address."""
+
     async def hook(response: httpx.Response) -> None:
         if response.request.method == "POST":
             statuses.append(response.status_code)
+        if response.status_code == 503 and leaks is not None:
+            await response.aread()
+            if "127.0.0.1" in response.text:
+                leaks.append(response.text[:300])
 
     return hook
 
