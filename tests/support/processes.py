@@ -71,10 +71,10 @@ class RedisServer:
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
     def restart_empty(self) -> None:
-        """Stop (nothing is saved) and start again on the same port, with no data."""
+        """Stop (nothing is saved) and start again on the same port, with no data (clients
+        still connected may write again at once: no check that it is empty here)."""
         self.stop()
         self.start()
-        assert self.client().dbsize() == 0
 
     def freeze(self) -> None:
         assert self.process is not None
