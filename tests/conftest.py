@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.support.redis",
     "tests.support.model",
     "tests.support.service",
+    "tests.support.processes",
 ]

