@@ -56,10 +56,10 @@ def describe(error: BaseException) -> str:
 
 async def _insert(
     scores: ScoreLog, batch: Sequence[tuple[str, LoggedScore]]
-) -> list[tuple[str, LoggedScore, str]]:
-    """Insert ``batch``; return the entries the log refused, each with its error. Halves a
-    refused batch until the refused entries stand alone: k bad entries among n cost about
-    k * log2(n) extra inserts, and a batch with none costs one."""
+) -> list[tuple[str, str]]:
+    """Insert ``batch``; return the ids of the entries the log refused, each with its error.
+    Halves a refused batch until the refused entries stand alone: k bad entries among n cost
+    about k * log2(n) extra inserts, and a batch with none costs one."""
     try:
         await scores.append([logged for _, logged in batch])
         return []
@@ -67,8 +67,7 @@ async def _insert(
         raise
     except Exception as exc:
         if len(batch) == 1:
-            entry_id, logged = batch[0]
-            return [(entry_id, logged, describe(exc))]
+            return [(batch[0][0], describe(exc))]
     middle = len(batch) // 2
     return await _insert(scores, batch[:middle]) + await _insert(scores, batch[middle:])
 
@@ -86,19 +85,16 @@ async def drain_once(
     entries = await outbox.claim(limit, block_ms=block_ms)
     if not entries:
         return 0
-    readable: list[tuple[str, LoggedScore]] = []
-    letters: list[DeadLetter] = []
+    readable = [(i, entry) for i, entry in entries if not isinstance(entry, Undecodable)]
+    refused = dict(await _insert(scores, readable))
+    letters: list[DeadLetter] = []  # in the outbox's order
     for entry_id, entry in entries:
         if isinstance(entry, Undecodable):
             letters.append(DeadLetter(entry_id, f"undecodable outbox entry: {entry.error}"))
-        else:
-            readable.append((entry_id, entry))
-    refused = await _insert(scores, readable)
-    for entry_id, logged, error in refused:
-        score = logged.score
-        letters.append(DeadLetter(entry_id, error, score.entity_id, score.event_id))
-    set_aside = {letter.entry_id for letter in letters}
-    await outbox.ack([entry_id for entry_id, _ in readable if entry_id not in set_aside])
+        elif entry_id in refused:
+            score = entry.score
+            letters.append(DeadLetter(entry_id, refused[entry_id], score.entity_id, score.event_id))
+    await outbox.ack([entry_id for entry_id, _ in readable if entry_id not in refused])
     if letters:
         await outbox.dead_letter(letters)
         stats.dead_lettered(len(letters))
