@@ -146,6 +146,7 @@ class OutboxDrainer:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._checked: float | None = None
+        self._checking = asyncio.Lock()  # readiness checks too: one emptying is found once
         self.drained = 0
         self.last_progress = clock()
         self.redis_emptied_at: float | None = None  # wall clock, the last time it was found
@@ -160,15 +161,17 @@ class OutboxDrainer:
     async def check_redis(self) -> None:
         """Is the outbox's Redis the one this process started with? Also updates the gauge of
         dead letters waiting."""
-        self._checked = self._clock()
-        if not await self._outbox.intact():
-            self.redis_emptied_at = self._wall_clock()
-            self._stats.redis_emptied()
-            log.error(
-                "Redis was emptied (its instance marker was gone): the scores committed but not "
-                "yet in SQL and every entity's state it held are lost; the outbox starts afresh"
-            )
-        self._stats.dead_letters_waiting(await self._outbox.dead_letters_waiting())
+        async with self._checking:
+            self._checked = self._clock()
+            if not await self._outbox.intact():
+                self.redis_emptied_at = self._wall_clock()
+                self._stats.redis_emptied()
+                log.error(
+                    "Redis was emptied (its instance marker was gone): the scores committed but "
+                    "not yet in SQL and every entity's state it held are lost; the outbox starts "
+                    "afresh"
+                )
+            self._stats.dead_letters_waiting(await self._outbox.dead_letters_waiting())
 
     async def _round(self) -> int:
         if self._checked is None or self._clock() - self._checked >= self._check_every_s:

@@ -12,7 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+import redis.asyncio as aioredis
 
+from app.adapters.redis_outbox import RedisOutbox
 from app.bench.server import free_port
 from app.bootstrap import create_app
 from app.settings import Settings
@@ -107,3 +109,17 @@ async def test_redis_restarted_empty_nothing_stuck_and_readiness_says_so(
             # the marker is set again: found once, not on every check
             await app.state.services.drainer.check_redis()
             assert "riskstream_redis_emptied_total 1.0" in (await client.get("/metrics")).text
+
+
+async def test_each_process_finds_an_emptying_once(
+    redis_client: aioredis.Redis, key_prefix: str
+) -> None:
+    """Two processes share the marker: the first sets it, the other adopts it; once it is gone,
+    each finds that once, and they agree on the new marker."""
+    one, two = (RedisOutbox(redis_client, prefix=key_prefix, claim_idle_ms=5_000) for _ in "12")
+    assert await one.intact() and await two.intact()
+    assert await one.intact() and await two.intact()
+    await redis_client.delete(f"{key_prefix}:instance")
+    assert not await two.intact()
+    assert not await one.intact()
+    assert await one.intact() and await two.intact()
