@@ -175,7 +175,12 @@ class OutboxDrainer:
 
     async def _round(self) -> int:
         if self._checked is None or self._clock() - self._checked >= self._check_every_s:
-            await self.check_redis()
+            try:
+                await self.check_redis()
+            except Unavailable:
+                raise
+            except Exception:  # a check that cannot be made must not stop the drain
+                log.exception("checking whether Redis was emptied failed; draining on")
         drained = await drain_once(
             self._outbox,
             self._scores,

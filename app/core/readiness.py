@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from app.core.drain import OutboxDrainer
+from app.core.drain import OutboxDrainer, describe
+from app.core.errors import Unavailable
 from app.core.ports import Outbox
 
 
@@ -21,7 +22,14 @@ async def warnings(
 ) -> list[dict[str, str]]:
     """``[{"field", "message"}]``, empty when all is well. Raises ``Unavailable`` if Redis is."""
     found: list[dict[str, str]] = []
-    await drainer.check_redis()
+    try:
+        await drainer.check_redis()
+    except Unavailable:
+        raise
+    except Exception as exc:
+        found.append(
+            {"field": "redis", "message": f"cannot tell if Redis was emptied: {describe(exc)}"}
+        )
     if drainer.redis_emptied_at is not None:
         found.append(
             {

@@ -145,6 +145,7 @@ class FakeOutbox:
         self.acked: list[str] = []
         self.dead: list[DeadLetter] = []
         self._emptied = False
+        self.marker_error: Exception | None = None  # raised by ``intact``
 
     def _pull(self) -> None:
         for logged in self._store.outbox[self._taken :]:
@@ -184,6 +185,8 @@ class FakeOutbox:
         self._emptied = True
 
     async def intact(self) -> bool:
+        if self.marker_error is not None:
+            raise self.marker_error
         intact, self._emptied = not self._emptied, False
         return intact
 

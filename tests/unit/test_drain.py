@@ -87,6 +87,15 @@ async def test_the_drainer_goes_on_past_a_refused_record() -> None:
     assert stats.waiting == 1
 
 
+async def test_a_marker_that_cannot_be_checked_does_not_stop_the_drain() -> None:
+    outbox, log = outbox_with(logged(1)), FakeLog()
+    outbox.marker_error = RuntimeError("WRONGTYPE Operation against a key")
+    drainer = OutboxDrainer(outbox, log, batch=10)
+    assert await drainer._round() == 1 and list(log.scores) == ["s0001"]
+    (warning,) = await readiness.warnings(outbox, drainer, stall_s=30)
+    assert warning["field"] == "redis" and "WRONGTYPE" in warning["message"]
+
+
 async def test_an_emptied_redis_is_noticed_once() -> None:
     outbox, stats = outbox_with(), FakeDrainStats()
     drainer = OutboxDrainer(outbox, FakeLog(), batch=10, stats=stats, wall_clock=lambda: 1.8e9)
