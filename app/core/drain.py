@@ -117,8 +117,8 @@ class OutboxDrainer:
 
     At most every ``check_every_s`` it also asks the outbox whether Redis was emptied (then the
     scores it held are lost: said once in the log, in a metric and in readiness) and how many
-    dead letters wait. ``last_progress`` is when a round last ended without error, for readiness
-    to tell a stalled drain.
+    dead letters wait. ``last_progress`` is when a round last settled entries or found the
+    outbox empty, for readiness to tell a stalled drain.
     """
 
     def __init__(
@@ -155,7 +155,7 @@ class OutboxDrainer:
         self._task = asyncio.create_task(self._run(), name="outbox-drainer")
 
     def stalled_s(self) -> float:
-        """Seconds since a round of the drain last ended without error."""
+        """Seconds since the drain last settled entries or found the outbox empty."""
         return max(0.0, self._clock() - self.last_progress)
 
     async def check_redis(self) -> None:
@@ -188,7 +188,10 @@ class OutboxDrainer:
             block_ms=self._block_ms,
             stats=self._stats,
         )
-        self.last_progress = self._clock()
+        # Nothing claimed is progress only if nothing waits: entries a failed round left pending
+        # are not claimed again until they have been idle for a while.
+        if drained or await self._outbox.backlog() == 0:
+            self.last_progress = self._clock()
         return drained
 
     async def _run(self) -> None:

@@ -8,7 +8,9 @@ import asyncio
 import redis.asyncio as aioredis
 
 from app.adapters.codec import encode_logged
+from app.adapters.sql.database import create_engine
 from app.adapters.sql.score_log import SqlScoreLog
+from app.bench.server import free_port
 from app.core.domain import LoggedScore, Score
 from tests.support.service import Running, wait_logged
 
@@ -77,3 +79,28 @@ async def test_refused_records_go_to_the_dead_letters_and_the_valid_ones_land(
     await service.services.drainer.check_redis()
     metrics = (await service.client.get("/metrics")).text
     assert f"riskstream_dead_letters_waiting {expected}.0" in metrics
+
+
+async def test_a_database_that_is_down_sets_nothing_aside(
+    service: Running, redis_client: aioredis.Redis, key_prefix: str, score_log: SqlScoreLog
+) -> None:
+    """Unreachable is not refused: the outbox holds the scores and the drain retries."""
+    log = service.services.score_log
+    reachable = log._engine
+    log._engine = create_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/riskstream")
+    try:
+        for n in range(2):
+            body = {"event_id": f"e{n}", "time": f"2026-11-25T0{n}:00:00Z", "values": {"HR": 80}}
+            response = await service.client.post("/v1/entities/down/events", json=body)
+            assert response.status_code == 200, response.text
+        for _ in range(400):  # until the drain has failed for a while
+            if service.services.drainer.stalled_s() > 1.5:
+                break
+            await asyncio.sleep(0.05)
+        assert service.services.drainer.stalled_s() > 1.5
+        assert await redis_client.xlen(f"{key_prefix}:outbox") == 2
+    finally:
+        await log._engine.dispose()
+        log._engine = reachable
+    assert len(await wait_logged(score_log, "down", 2)) == 2
+    assert await redis_client.xlen(f"{key_prefix}:deadletter") == 0
