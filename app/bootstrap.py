@@ -91,7 +91,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         )
         views = RedisViews(client, store.keys, unreadable=metrics.unreadable_record)
         outbox = RedisOutbox(
-            client, key=store.outbox_key, claim_idle_ms=settings.outbox_claim_idle_ms
+            client, prefix=settings.key_prefix, claim_idle_ms=settings.outbox_claim_idle_ms
         )
         engine = ScoringEngine(
             model,
@@ -108,7 +108,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         stack.callback(engine.close)
 
         drainer = OutboxDrainer(
-            outbox, score_log, batch=settings.outbox_batch, pause_s=settings.outbox_pause_ms / 1000
+            outbox,
+            score_log,
+            batch=settings.outbox_batch,
+            pause_s=settings.outbox_pause_ms / 1000,
+            stats=metrics,
         )
         drainer.start()
         stack.push_async_callback(drainer.stop)

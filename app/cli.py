@@ -53,6 +53,56 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dead_letters(args: argparse.Namespace) -> int:
+    """List or replay the outbox's dead letters, on the Redis ``serve`` uses (same settings)."""
+    import asyncio
+
+    from app.adapters.embedded_redis import EmbeddedRedis
+    from app.adapters.redis_outbox import STREAM_ID
+    from app.core.errors import Unavailable
+    from app.settings import Settings
+
+    ids: list[str] | None = getattr(args, "id", None)
+    bad = [i for i in ids or [] if not STREAM_ID.match(i)]
+    if bad:
+        print(f"riskstream dead-letters: not a dead letter id: {', '.join(bad)}", file=sys.stderr)
+        return 2
+    settings = Settings()
+    embedded: EmbeddedRedis | None = None
+    url = settings.redis_url
+    if url is None:
+        embedded = EmbeddedRedis(settings.data_dir / "redis")
+        url = embedded.start()
+    try:
+        return asyncio.run(_dead_letters_on(url, settings.key_prefix, args.action, ids))
+    except Unavailable as exc:
+        print(f"riskstream dead-letters: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+async def _dead_letters_on(url: str, prefix: str, action: str, ids: list[str] | None) -> int:
+    import orjson
+    import redis.asyncio as aioredis
+
+    from app.adapters.redis_outbox import RedisOutbox
+
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+    try:
+        outbox = RedisOutbox(client, prefix=prefix, claim_idle_ms=60_000)
+        if action == "list":
+            for letter in await outbox.dead_letters():
+                sys.stdout.write(orjson.dumps(letter).decode() + "\n")
+        else:
+            moved = await outbox.replay(ids)
+            print(f"{moved} dead letter(s) moved back to the outbox")
+    finally:
+        await client.aclose()
+    return 0
+
+
 def _evaluate(argv: Sequence[str]) -> int:
     try:
         from models.riskstream_models.evaluate import main as evaluate_main
@@ -84,6 +134,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="trust X-Forwarded-* from FORWARDED_ALLOW_IPS (behind a reverse proxy)",
     )
 
+    dead = commands.add_parser(
+        "dead-letters", help="outbox entries the database refused: list them or replay them"
+    )
+    actions = dead.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="one JSON line per dead letter, oldest first")
+    replay = actions.add_parser(
+        "replay", help="move dead letters back to the outbox to be drained again (all if no --id)"
+    )
+    replay.add_argument("--id", action="append", metavar="ID", help="a dead letter's id")
+
     commands.add_parser(
         "evaluate", help="score an event table with a model artifact", add_help=False
     )
@@ -108,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "serve":
         return _serve(args)
+    if args.command == "dead-letters":
+        return _dead_letters(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

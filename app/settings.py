@@ -55,6 +55,9 @@ class Settings(BaseSettings):
         50, ge=0, le=5_000, description="After a batch that was not full, wait before the next"
     )
     outbox_claim_idle_ms: int = Field(5_000, ge=100, description="Take over a dead drainer's work")
+    outbox_stall_s: float = Field(
+        30.0, gt=0, description="Readiness says degraded when scores wait and no drain for so long"
+    )
     retry_after_seconds: int = Field(2, ge=1)
 
     alert_thresholds: dict[str, tuple[float, float]] = Field(

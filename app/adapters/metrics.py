@@ -60,6 +60,22 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self.dead_letters_total = Counter(
+            "riskstream_dead_letters",
+            "Outbox entries moved to the dead letters (refused by the database or undecodable)",
+            registry=r,
+        )
+        self.dead_letters_gauge = Gauge(
+            "riskstream_dead_letters_waiting",
+            "Dead letters waiting for an operator (riskstream dead-letters list)",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.redis_emptied_total = Counter(
+            "riskstream_redis_emptied",
+            "Times this process found Redis emptied (its instance marker gone)",
+            registry=r,
+        )
         self.redis = Histogram(
             "riskstream_redis_seconds", "Redis round trips", ["op"], buckets=_LATENCY, registry=r
         )
@@ -90,6 +106,16 @@ class Metrics:
 
     def out_of_order(self, count: int) -> None:
         self.late.inc(count)
+
+    # -- DrainStats ----------------------------------------------------------------------
+    def dead_lettered(self, count: int) -> None:
+        self.dead_letters_total.inc(count)
+
+    def dead_letters_waiting(self, count: int) -> None:
+        self.dead_letters_gauge.set(count)
+
+    def redis_emptied(self) -> None:
+        self.redis_emptied_total.inc()
 
     # -- adapters ------------------------------------------------------------------------
     def observe_redis(self, op: str, seconds: float) -> None:

@@ -1,21 +1,28 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.adapters.log_limit import warn_limited
 from app.core.errors import Unavailable
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.asynccontextmanager
 async def redis_errors() -> AsyncIterator[None]:
+    """A Redis that cannot be reached is ``Unavailable`` (503). The client's message names the
+    dependency only; the detail (with Redis's address) goes to the log."""
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as exc:
-        raise Unavailable(f"Redis is unreachable: {exc}", field="redis") from exc
+        warn_limited(log, "redis", "Redis is unreachable: %s", exc)
+        raise Unavailable("Redis is unreachable", field="redis") from exc
 
 
 @dataclass(frozen=True)

@@ -6,33 +6,31 @@ Keys (``P`` is the configured prefix):
   tensor ``(L, H)`` in one blob, sparse when that is shorter (``state_blob.py``).
 - ``P:d:<entity>`` hash event_id -> JSON score, and ``P:o:<entity>`` list of those event ids,
   newest first, trimmed to the dedup history length.
-- ``P:outbox`` stream of scores committed but not yet in the SQL log, read by group ``sql``.
+- ``P:outbox`` stream of scores committed but not yet in the SQL log, read by group ``sql``
+  (``redis_outbox.py``, with the dead letters and the instance marker).
 - the read side kept in the same atomic update (``redis_views.py``): ``P:feed`` stream of every
   score in commit order, ``P:w:<output>`` sorted sets of current risk, ``P:version`` counter.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import struct
 import time
 from collections.abc import Sequence
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
 from app.adapters.codec import (
-    decode_logged,
     decode_score,
     encode_logged,
     encode_score,
     score_to_dict,
 )
 from app.adapters.redis_common import ViewKeys, redis_errors
+from app.adapters.redis_outbox import RedisOutbox
 from app.adapters.state_blob import StateBlob
-from app.core.domain import Commit, EntityState, LoggedScore, Snapshot
+from app.core.domain import Commit, EntityState, Snapshot
 from app.core.manifest import StateSpec
 from app.core.ports import Observe, ignore
 
@@ -114,7 +112,7 @@ def _pack(fields: Sequence[bytes]) -> bytes:
 # The state hash: small fields the views read too, and every state tensor in one blob ``x``.
 _FIELDS = ("step", "t", "mv", "latest", "prev", "alerts", "x")
 
-_GROUP = "sql"
+__all__ = ["RedisOutbox", "RedisStateStore"]  # the outbox moved to its own module
 
 
 def _lua_list(names: Sequence[str]) -> str:
@@ -239,56 +237,3 @@ class RedisStateStore:
     async def ping(self) -> None:
         async with redis_errors():
             await self._r.ping()
-
-
-class RedisOutbox:
-    """The outbox stream, read by a consumer group: a dead drainer's claims are taken over."""
-
-    def __init__(self, client: aioredis.Redis, *, key: str, claim_idle_ms: int) -> None:
-        self._r = client
-        self._key = key
-        self._idle = claim_idle_ms
-        self._consumer = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
-        self._ready = False
-
-    async def _ensure_group(self) -> None:
-        if self._ready:
-            return
-        try:
-            await self._r.xgroup_create(self._key, _GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self._ready = True
-
-    async def claim(self, limit: int, *, block_ms: int = 0) -> list[tuple[str, LoggedScore]]:
-        """Entries idle too long in a (dead) consumer's hands first, then new ones."""
-        async with redis_errors():
-            await self._ensure_group()
-            _, entries, *_ = await self._r.xautoclaim(
-                self._key, _GROUP, self._consumer, self._idle, start_id="0-0", count=limit
-            )
-            entries = [e for e in entries if e and e[1]]  # ids deleted meanwhile come back empty
-            if not entries:
-                reply = await self._r.xreadgroup(
-                    _GROUP,
-                    self._consumer,
-                    {self._key: ">"},
-                    count=limit,
-                    block=block_ms or None,
-                )
-                entries = reply[0][1] if reply else []  # type: ignore[index]
-        return [(entry_id.decode(), decode_logged(fields[b"d"])) for entry_id, fields in entries]
-
-    async def ack(self, ids: Sequence[str]) -> None:
-        if not ids:
-            return
-        async with redis_errors():
-            pipe = self._r.pipeline(transaction=True)
-            pipe.xack(self._key, _GROUP, *ids)
-            pipe.xdel(self._key, *ids)
-            await pipe.execute()
-
-    async def backlog(self) -> int:
-        async with redis_errors():
-            return int(await self._r.xlen(self._key))

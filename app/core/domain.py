@@ -14,6 +14,9 @@ FeatureValues = Mapping[str, float | None]
 # "." or "..", which clients and proxies normalise away. Every route can address such an id.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~:@-]*$"
 
+# The largest step the score log holds (its step column is a 32-bit integer in PostgreSQL).
+MAX_STEP = 2**31 - 1
+
 
 @dataclass(frozen=True, slots=True)
 class Event:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -54,16 +55,46 @@ class StateStore(Protocol):
     async def ping(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """An outbox entry that is not a score this service can read (``error`` says why)."""
+
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An outbox entry to set aside: it can never reach the score log as it is."""
+
+    entry_id: str
+    error: str
+    entity_id: str | None = None
+    event_id: str | None = None
+
+
 class Outbox(Protocol):
     """Scores committed with the state and not yet in the score log."""
 
-    async def claim(self, limit: int, *, block_ms: int = 0) -> list[tuple[str, LoggedScore]]:
+    async def claim(
+        self, limit: int, *, block_ms: int = 0
+    ) -> list[tuple[str, LoggedScore | Undecodable]]:
         """Up to ``limit`` entries not yet acknowledged, waiting up to ``block_ms`` for one."""
         ...
 
     async def ack(self, ids: Sequence[str]) -> None: ...
 
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        """Move these claimed entries, as they were stored, to the dead letters (and ack them)."""
+        ...
+
     async def backlog(self) -> int: ...
+
+    async def dead_letters_waiting(self) -> int: ...
+
+    async def intact(self) -> bool:
+        """False, once, when the outbox's store was found emptied since the last call (every
+        entry it held then is lost); it is then marked again."""
+        ...
 
 
 class ScoreLog(Protocol):

@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
+from app.core.domain import MAX_STEP
 from app.web import openapi
 from app.web.deps import RiskDep
 from app.web.responses import ModelJSON
@@ -38,7 +39,8 @@ async def get_scores(
         Query(description="Only events at or after this time (RFC 3339, with Z or an offset)"),
     ] = None,
     after_step: Annotated[
-        int | None, Query(ge=0, description="Page cursor: the previous page's next_after_step")
+        int | None,
+        Query(ge=0, le=MAX_STEP, description="Page cursor: the previous page's next_after_step"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     include_values: Annotated[

@@ -4,6 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from app.core import readiness
 from app.core.errors import Unavailable
 from app.core.manifest import Manifest
 from app.web import openapi
@@ -31,6 +32,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="Redis, the database and the model are all usable")
 async def readyz(services: ServicesDep) -> JSON:
+    # 503 while Redis or the database is unreachable (leave the load balancer); else 200,
+    # "ready", or "degraded" with warnings an operator must act on (app.core.readiness).
     checks: dict[str, str] = {"model": services.model.manifest.key}
     failed: list[str] = []
     for name, ping in (("redis", services.store.ping), ("database", services.score_log.ping)):
@@ -50,5 +53,13 @@ async def readyz(services: ServicesDep) -> JSON:
             headers={"Retry-After": str(services.settings.retry_after_seconds)},
         )
         return response
-    body: dict[str, Any] = {"status": "ready", "checks": checks}
+    try:
+        warnings = await readiness.warnings(
+            services.outbox, services.drainer, stall_s=services.settings.outbox_stall_s
+        )
+    except Unavailable:  # Redis went away since the ping: the next probe says so
+        warnings = []
+    body: dict[str, Any] = {"status": "degraded" if warnings else "ready", "checks": checks}
+    if warnings:
+        body["warnings"] = warnings
     return JSON(body)

@@ -9,6 +9,8 @@ import httpx
 import redis
 
 from app.adapters.embedded_redis import EmbeddedRedis
+from app.adapters.sql.database import create_engine
+from app.bench.server import free_port
 from app.bootstrap import create_app
 from app.settings import Settings
 
@@ -65,3 +67,40 @@ async def test_database_down_gives_503_and_scoring_goes_on(
             assert history.json()["error"]["field"] == "database"
             ready = await client.get("/readyz")
             assert ready.status_code == 503 and ready.json()["error"]["field"] == "database"
+
+
+async def test_503_names_the_dependency_never_its_address(settings: Settings) -> None:
+    """Redis and then the database on 127.0.0.1 ports nobody listens on: every 503 says which
+    dependency is away, and nothing in the body tells a client where it runs."""
+    redis_port, db_port = free_port(), free_port()
+    own = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis_port}/0"})
+    app = create_app(own)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://rs") as client:
+            body = {"event_id": "e1", "time": "2026-11-25T08:00:00Z", "values": {"HR": 80}}
+            answers = [
+                await client.post("/v1/entities/p1/events", json=body),
+                await client.post("/v1/events", json=[{**body, "entity_id": "p1"}]),
+                await client.get("/v1/entities/p1/risk"),
+                await client.get("/v1/watchlist"),
+                await client.get("/readyz"),
+            ]
+            for response in answers:
+                assert response.status_code in (200, 503), response.text
+                assert "127.0.0.1" not in response.text and str(redis_port) not in response.text
+            assert "Redis is unreachable" in answers[0].json()["error"]["message"]
+            assert answers[-1].status_code == 503
+
+            # the database next: the service's score log pointed at a port nobody listens on
+            await app.state.services.score_log._engine.dispose()
+            app.state.services.score_log._engine = create_engine(
+                f"postgresql://postgres@127.0.0.1:{db_port}/riskstream"
+            )
+            for path in ("/v1/entities/p1/scores", "/readyz"):
+                response = await client.get(path)
+                assert response.status_code == 503, response.text
+                assert "127.0.0.1" not in response.text and str(db_port) not in response.text
+            history = await client.get("/v1/entities/p1/scores")
+            assert history.json()["error"]["message"] == "the database is unreachable"
+            await app.state.services.score_log._engine.dispose()

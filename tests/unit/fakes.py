@@ -17,7 +17,9 @@ from app.core.domain import (
     Snapshot,
     Watched,
 )
+from app.core.errors import Unavailable
 from app.core.manifest import Manifest
+from app.core.ports import DeadLetter, Undecodable
 
 
 def manifest(version: str = "1") -> Manifest:
@@ -95,10 +97,22 @@ class FakeStore:
 
 
 class FakeLog:
+    """``refuse``: score ids whose insert fails (the whole batch, as one transaction would);
+    ``down``: every call is ``Unavailable``."""
+
     def __init__(self) -> None:
         self.scores: dict[str, LoggedScore] = {}
+        self.refuse: set[str] = set()
+        self.down = False
+        self.appends = 0
 
     async def append(self, records: Sequence[LoggedScore]) -> int:
+        self.appends += 1
+        if self.down:
+            raise Unavailable("the database is unreachable", field="database")
+        for r in records:
+            if r.score.score_id in self.refuse:
+                raise OverflowError(f"date value out of range\n[parameters: {r.values}]")
         new = [r for r in records if r.score.score_id not in self.scores]
         self.scores.update((r.score.score_id, r) for r in new)
         return len(new)
@@ -129,20 +143,77 @@ class FakeLog:
 
 
 class FakeOutbox:
+    """Reads what the store committed; keeps entries until acked or set aside as dead letters.
+    ``emptied()`` makes the next ``intact`` say False once, as a Redis that lost its data."""
+
     def __init__(self, store: FakeStore) -> None:
         self._store = store
+        self._taken = 0
+        self._next = 0
+        self.pending: dict[str, LoggedScore | Undecodable] = {}
         self.acked: list[str] = []
+        self.dead: list[DeadLetter] = []
+        self._emptied = False
+        self.marker_error: Exception | None = None  # raised by ``intact``
 
-    async def claim(self, limit: int, *, block_ms: int = 0) -> list[tuple[str, LoggedScore]]:
-        taken = self._store.outbox[:limit]
-        return [(f"{i}", logged) for i, logged in enumerate(taken)]
+    def _pull(self) -> None:
+        for logged in self._store.outbox[self._taken :]:
+            self.add(logged)
+        self._taken = len(self._store.outbox)
+
+    def add(self, entry: LoggedScore | Undecodable) -> str:
+        entry_id = f"{self._next}-0"
+        self._next += 1
+        self.pending[entry_id] = entry
+        return entry_id
+
+    async def claim(
+        self, limit: int, *, block_ms: int = 0
+    ) -> list[tuple[str, LoggedScore | Undecodable]]:
+        self._pull()
+        return list(self.pending.items())[:limit]
 
     async def ack(self, ids: Sequence[str]) -> None:
         self.acked += ids
-        del self._store.outbox[: len(ids)]
+        for entry_id in ids:
+            del self.pending[entry_id]
+
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        for letter in letters:
+            del self.pending[letter.entry_id]
+        self.dead += letters
 
     async def backlog(self) -> int:
-        return len(self._store.outbox)
+        self._pull()
+        return len(self.pending)
+
+    async def dead_letters_waiting(self) -> int:
+        return len(self.dead)
+
+    def emptied(self) -> None:
+        self._emptied = True
+
+    async def intact(self) -> bool:
+        if self.marker_error is not None:
+            raise self.marker_error
+        intact, self._emptied = not self._emptied, False
+        return intact
+
+
+class FakeDrainStats:
+    def __init__(self) -> None:
+        self.dead = 0
+        self.waiting = 0
+        self.emptied = 0
+
+    def dead_lettered(self, count: int) -> None:
+        self.dead += count
+
+    def dead_letters_waiting(self, count: int) -> None:
+        self.waiting = count
+
+    def redis_emptied(self) -> None:
+        self.emptied += 1
 
 
 class FakeViews:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 from sqlalchemy import (
@@ -34,10 +35,13 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import ReturningInsert
 
+from app.adapters.log_limit import warn_limited
 from app.adapters.sql.tables import events, scores
 from app.core.domain import LoggedScore, Score
 from app.core.errors import Unavailable
 from app.core.ports import Observe, ignore
+
+log = logging.getLogger(__name__)
 
 # Rows per INSERT (one JSON text each).
 CHUNK_ROWS = 1_000
@@ -209,17 +213,22 @@ _SCORE_COLUMNS = [scores.c[name] for name in _SCORE_FIELDS]
 
 @contextlib.asynccontextmanager
 async def sql_errors() -> AsyncIterator[None]:
-    """A database that cannot be reached is ``Unavailable`` (503), not an internal error."""
+    """A database that cannot be reached is ``Unavailable`` (503), not an internal error. The
+    client's message names the dependency only; the detail (with its address) goes to the log."""
     try:
         yield
     except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, OSError) as error:
-        raise Unavailable(f"the database is unreachable: {error}", field="database") from error
+        _unreachable(error)
     except exc.DBAPIError as error:
         if error.connection_invalidated:
-            raise Unavailable(
-                f"the database connection was lost: {error}", field="database"
-            ) from error
+            _unreachable(error)
         raise
+
+
+def _unreachable(error: Exception) -> NoReturn:
+    # the first line only: SQLAlchemy appends the statement and its parameters (event values)
+    warn_limited(log, "database", "the database is unreachable: %s", str(error).split("\n")[0])
+    raise Unavailable("the database is unreachable", field="database") from error
 
 
 class SqlScoreLog:

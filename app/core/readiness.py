@@ -1,0 +1,61 @@
+"""What readiness reports beyond "reachable": conditions leaving the load balancer cannot fix.
+
+The process still serves (200), but an operator should look: dead letters waiting, an outbox
+drain that has stopped making progress, a Redis found emptied.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from app.core.drain import OutboxDrainer, describe
+from app.core.errors import Unavailable
+from app.core.ports import Outbox
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+async def warnings(
+    outbox: Outbox, drainer: OutboxDrainer, *, stall_s: float
+) -> list[dict[str, str]]:
+    """``[{"field", "message"}]``, empty when all is well. Raises ``Unavailable`` if Redis is."""
+    found: list[dict[str, str]] = []
+    try:
+        await drainer.check_redis()
+    except Unavailable:
+        raise
+    except Exception as exc:
+        found.append(
+            {"field": "redis", "message": f"cannot tell if Redis was emptied: {describe(exc)}"}
+        )
+    if drainer.redis_emptied_at is not None:
+        found.append(
+            {
+                "field": "redis",
+                "message": f"Redis was found emptied at {_iso(drainer.redis_emptied_at)}: the "
+                "scores it held that were not yet in SQL and every entity's state were lost "
+                "(run an external Redis with appendonly yes)",
+            }
+        )
+    waiting = await outbox.dead_letters_waiting()
+    if waiting:
+        found.append(
+            {
+                "field": "deadletter",
+                "message": f"{waiting} dead letter(s) waiting: scores the database refused; "
+                "see `riskstream dead-letters list`, then `riskstream dead-letters replay`",
+            }
+        )
+    backlog = await outbox.backlog()
+    stalled = drainer.stalled_s()
+    if backlog > 0 and stalled > stall_s:
+        found.append(
+            {
+                "field": "outbox",
+                "message": f"outbox drain stalled: {backlog} score(s) waiting and no progress "
+                f"for {stalled:.0f} s",
+            }
+        )
+    return found
