@@ -164,9 +164,11 @@ def test_processes_starting_together_create_one_admin_key(
 ) -> None:
     migrate(blank_database_url)
     data_dir = tmp_path / "data"
-    # They import first and then start together, so the creations really overlap.
+    # They import first and then start together, so the creations really overlap. With umask 0
+    # a file created with the default mode would be world-readable.
     script = (
-        "import sys, time; from pathlib import Path; from app.admin_key import ensure_admin_key; "
+        "import os, sys, time; from pathlib import Path; "
+        "from app.admin_key import ensure_admin_key; os.umask(0); "
         "time.sleep(max(0.0, float(sys.argv[3]) - time.time())); "
         "print(ensure_admin_key(sys.argv[1], Path(sys.argv[2])))"
     )
@@ -188,6 +190,7 @@ def test_processes_starting_together_create_one_admin_key(
         outputs.append(stdout.strip())
     assert sorted(outputs) == sorted(["None", "None", str(data_dir / ADMIN_KEY_FILE)])
     assert sorted(p.name for p in data_dir.iterdir()) == [ADMIN_KEY_FILE]
+    assert stat.S_IMODE((data_dir / ADMIN_KEY_FILE).stat().st_mode) == 0o600
     secret = (data_dir / ADMIN_KEY_FILE).read_text().strip()
 
     async def check() -> None:

@@ -32,10 +32,7 @@ async def test_a_burst_gets_exactly_the_bucket_across_workers(
     burst, extra = 25, 15
     # 0.01 events/s: a whole token would take 100 s to refill
     decisions = await asyncio.gather(
-        *(
-            workers[i % 2].take("k1", cost=1, rate=0.01, burst=burst)
-            for i in range(burst + extra)
-        )
+        *(workers[i % 2].take("k1", cost=1, rate=0.01, burst=burst) for i in range(burst + extra))
     )
     assert sum(d.allowed for d in decisions) == burst
     refused = [d for d in decisions if not d.allowed]

@@ -158,9 +158,7 @@ def test_the_scheme_is_case_insensitive() -> None:
     assert bearer_secret("BEARER   abc ") == "abc"
 
 
-async def test_a_valid_key_authenticates_and_is_cached(
-    auth: Authenticator, keys: FakeKeys
-) -> None:
+async def test_a_valid_key_authenticates_and_is_cached(auth: Authenticator, keys: FakeKeys) -> None:
     secret = await add(keys, "reader", "read")
     principal = await auth.authenticate(bearer(secret))
     assert principal == Principal("reader", frozenset({Scope.READ}))
