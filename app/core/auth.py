@@ -1,11 +1,12 @@
 """Who is calling, and may they: the ``Authorization: Bearer <secret>`` check of every route.
 
 A request must cost microseconds, not a query and never a 50 ms KDF, so verdicts are cached in
-this process under a keyed digest (HMAC-SHA256 with a random per-process key) of the secret:
-the cache holds no secret, and an attacker cannot steer lookups in it. A verdict lives
-``cache_s`` seconds (``AUTH_CACHE_S``); then the key is read again by its id (one indexed query,
-shared by every request waiting on it), so a revocation takes effect within ``cache_s`` in every
-process. The KDF runs again only if the stored hash changed; it runs off the event loop.
+this process under a keyed digest of the secret (keyed BLAKE2b, a MAC by design and ~3x
+cheaper than HMAC-SHA256, with a random per-process key): the cache holds no secret, and an
+attacker cannot steer lookups in it. A verdict lives ``cache_s`` seconds (``AUTH_CACHE_S``);
+then the key is read again by its id (one indexed query, shared by every request waiting on
+it), so a revocation takes effect within ``cache_s`` in every process. The KDF runs again only
+if the stored hash changed; it runs off the event loop.
 
 If the key store is unreachable when a verdict expires, the last verdict is kept for another
 ``cache_s`` (scoring does not need SQL, so a database outage should not lock every client out);
@@ -15,7 +16,7 @@ a key never seen before gets ``Unavailable``.
 from __future__ import annotations
 
 import asyncio
-import hmac
+import hashlib
 import secrets
 import time
 from collections.abc import Callable
@@ -81,7 +82,7 @@ class Authenticator:
     async def authenticate(self, authorization: str | None) -> Principal:
         """The principal of a valid key, else ``Unauthenticated``."""
         secret = bearer_secret(authorization)
-        digest = hmac.digest(self._pepper, secret.encode(), "sha256")
+        digest = hashlib.blake2b(secret.encode(), key=self._pepper, digest_size=32).digest()
         verdict = self._cache.get(digest)
         if verdict is None or verdict.expires <= self._clock():
             verdict = await self._refresh(digest, secret, verdict)
