@@ -18,17 +18,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from app.core.domain import ID_PATTERN
 from app.core.errors import InvalidInput
 
 SECRET_PREFIX = "rsk"
 _KEY_ID_HEX = 16
 _SECRET_RE = re.compile(rf"^{SECRET_PREFIX}_([0-9a-f]{{{_KEY_ID_HEX}}})_[A-Za-z0-9_-]{{43}}$")
 # Key names go into logs, audit rows and Redis keys: the same characters as entity ids.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~:@-]*$"
+NAME_PATTERN = ID_PATTERN
 MAX_NAME_LENGTH = 64
 _NAME_RE = re.compile(NAME_PATTERN)
 
-# scrypt with the parameters of its RFC 7914 interactive example: 16 MiB, ~50 ms.
+# scrypt with the parameters its paper gives for interactive logins: 16 MiB, ~50 ms.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _SCRYPT_LEN = 2**14, 8, 1, 32
 
 
