@@ -152,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench", help="load-test a server (see docs/performance.md)", add_help=False
     )
 
+    # API keys (issue 12): the command's code is in app/keys_cli.py.
+    commands.add_parser("keys", help="create, list and revoke API keys", add_help=False)
+
     if argv and argv[0] == "evaluate":
         return _evaluate(argv[1:])
     if argv and argv[0] == "demo":
@@ -164,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         bench_result: int = bench_main(list(argv[1:]))
         return bench_result
+    if argv and argv[0] == "keys":
+        from app.keys_cli import main as keys_main
+
+        return keys_main(argv[1:])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "serve":

@@ -71,6 +71,14 @@ class Settings(BaseSettings):
     stream_poll_s: float = Field(0.25, gt=0, description="How often /v1/stream looks for scores")
     stream_heartbeat_s: float = Field(15.0, gt=0, description="SSE comment when nothing happens")
 
+    # Access control (issue 12; docs/auth.md). AUTH is read once the routes are wired.
+    auth: bool = Field(True, description="Require API keys; off only for local experiments")
+    auth_cache_s: float = Field(
+        2.0, gt=0, le=60, description="How long a key's verdict is cached (revocation delay)"
+    )
+    rate_limit_events_s: float = Field(1_000.0, gt=0, description="Per key: events per second")
+    rate_limit_burst: int = Field(5_000, ge=1, description="Per key: events at once (bucket size)")
+
     @field_validator("event_time_min")
     @classmethod
     def _with_offset(cls, value: datetime) -> datetime:

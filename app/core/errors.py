@@ -74,3 +74,36 @@ class CursorExpired(RiskstreamError):
 
     status = 410
     code = "cursor_expired"
+
+
+class Unauthenticated(RiskstreamError):
+    """No API key, or one that is unknown or revoked. The web layer adds
+    ``WWW-Authenticate: Bearer``."""
+
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(RiskstreamError):
+    """A valid key without the scope the operation needs; the message names that scope."""
+
+    status = 403
+    code = "forbidden"
+
+
+class RateLimited(RiskstreamError):
+    """The key's token bucket is empty; ``retry_after`` (whole seconds) goes to ``Retry-After``."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after = retry_after
+
+
+class AlreadyExists(RiskstreamError):
+    """A name that must be unique is taken (an API key's name)."""
+
+    status = 409
+    code = "already_exists"

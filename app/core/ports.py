@@ -18,6 +18,7 @@ from app.core.domain import (
     Snapshot,
     Watched,
 )
+from app.core.keys import KeyInfo, StoredKey
 from app.core.manifest import Manifest
 
 # (operation, seconds): how adapters report the latency of their round trips
@@ -135,3 +136,26 @@ class Views(Protocol):
         ...
 
     async def last_cursor(self) -> str | None: ...
+
+
+class KeyStore(Protocol):
+    """Where API keys live (SQL). The authenticator reads through ``find``; the rest is for
+    operators (CLI, admin routes)."""
+
+    async def find(self, key_id: str) -> StoredKey | None: ...
+
+    async def touch(self, used: Mapping[str, float]) -> None:
+        """Record when keys were last used (key id -> epoch seconds); never moves a time back."""
+        ...
+
+    async def create(self, key: StoredKey) -> None:
+        """Store a new key; ``AlreadyExists`` if its name is taken (revoked keys keep theirs)."""
+        ...
+
+    async def list(self) -> list[KeyInfo]: ...
+
+    async def revoke(self, name: str) -> bool:
+        """False if no key has that name. Revoking twice is not an error."""
+        ...
+
+    async def count(self) -> int: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -12,6 +13,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    false,
     text,
 )
 
@@ -59,4 +61,18 @@ events = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("values", JSON, nullable=False),
     Index(None, "entity_id", "event_time"),
+)
+
+# API keys (issue 12): never the secret, only its salted hash (``app.core.keys``).
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("scopes", JSON, nullable=False),
+    Column("secret_hash", String(255), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    Column("revoked", Boolean, nullable=False, server_default=false()),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
 )

@@ -1,0 +1,71 @@
+"""Per-key rate limits: a token bucket in Redis that every worker shares.
+
+The bucket logic is one Lua script (``lua/token_bucket.lua``, package data) run atomically by
+Redis on its own clock. A bulk request takes as many tokens as it has events.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from importlib.resources import files
+
+import redis.asyncio as aioredis
+
+from app.adapters.redis_common import redis_errors
+from app.core.errors import RateLimited
+from app.core.ports import Observe, ignore
+
+_SCRIPT = files("app.adapters").joinpath("lua/token_bucket.lua").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    retry_after_s: float  # 0 when allowed; else until the bucket holds what was asked
+    remaining: float  # tokens left after this request (negative: a bulk request's debt)
+    server_time: float  # Redis's clock when it decided, epoch seconds
+
+    @property
+    def retry_after(self) -> int:
+        """For the ``Retry-After`` header: whole seconds, at least 1."""
+        return max(1, math.ceil(self.retry_after_s))
+
+
+class RedisRateLimiter:
+    def __init__(self, client: aioredis.Redis, *, prefix: str, observe: Observe = ignore) -> None:
+        self._script = client.register_script(_SCRIPT)
+        self._prefix = prefix
+        self._observe = observe
+
+    def bucket_key(self, bucket: str) -> str:
+        return f"{self._prefix}:rl:{bucket}"
+
+    async def take(self, bucket: str, *, cost: int, rate: float, burst: int) -> RateDecision:
+        """Take ``cost`` tokens from ``bucket`` (an API key's name), refilled at ``rate`` per
+        second up to ``burst``."""
+        if cost < 1 or rate <= 0 or burst < 1:
+            raise ValueError(f"need cost >= 1, rate > 0, burst >= 1 (got {cost}, {rate}, {burst})")
+        started = time.perf_counter()
+        async with redis_errors():
+            reply = await self._script(keys=[self.bucket_key(bucket)], args=[rate, burst, cost])
+        self._observe("rate_limit", time.perf_counter() - started)
+        allowed, wait, remaining, now = reply
+        return RateDecision(
+            allowed=int(allowed) == 1,
+            retry_after_s=float(wait),
+            remaining=float(remaining),
+            server_time=float(now),
+        )
+
+    async def check(self, bucket: str, *, cost: int, rate: float, burst: int) -> RateDecision:
+        """``take``, raising ``RateLimited`` (429 with ``Retry-After``) when refused."""
+        decision = await self.take(bucket, cost=cost, rate=rate, burst=burst)
+        if not decision.allowed:
+            raise RateLimited(
+                f"the API key {bucket!r} is over its rate limit of {rate:g} events/s "
+                f"(burst {burst}); retry in {decision.retry_after} s",
+                retry_after=decision.retry_after,
+            )
+        return decision
