@@ -28,6 +28,7 @@ from app.core.alerts import Threshold
 from app.core.batcher import DirectScorer, MicroBatcher, Scorer
 from app.core.drain import OutboxDrainer
 from app.core.engine import ScoringEngine
+from app.core.readiness import ReadinessProbe
 from app.core.service import RiskService
 from app.services import Services
 from app.settings import Settings
@@ -138,6 +139,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             views=views,
             manifest=model.manifest,
             thresholds=engine.thresholds,
+            readiness=ReadinessProbe(
+                pings={"redis": store.ping, "database": score_log.ping},
+                outbox=outbox,
+                drainer=drainer,
+                model_key=model.manifest.key,
+                stall_s=settings.outbox_stall_s,
+            ),
         )
         log.info("riskstream ready: model %s, redis %s", model.manifest.key, redis_url)
         yield Services(

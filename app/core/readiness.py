@@ -6,6 +6,8 @@ drain that has stopped making progress, a Redis found emptied.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from app.core.drain import OutboxDrainer, describe
@@ -59,3 +61,56 @@ async def warnings(
             }
         )
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """``checks``: dependency -> "ok" or why not; ``unreachable``: the dependencies this process
+    cannot use (then it is not ready: 503); ``warnings``: what an operator must act on."""
+
+    checks: dict[str, str]
+    unreachable: list[str] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if self.unreachable:
+            return "not_ready"
+        return "degraded" if self.warnings else "ready"
+
+
+class ReadinessProbe:
+    """Reachability of Redis and the database, then the warnings above."""
+
+    def __init__(
+        self,
+        *,
+        pings: dict[str, Callable[[], Awaitable[None]]],
+        outbox: Outbox,
+        drainer: OutboxDrainer,
+        model_key: str,
+        stall_s: float,
+    ) -> None:
+        self._pings = pings
+        self._outbox = outbox
+        self._drainer = drainer
+        self._model_key = model_key
+        self._stall_s = stall_s
+
+    async def __call__(self) -> Readiness:
+        checks = {"model": self._model_key}
+        unreachable: list[str] = []
+        for name, ping in self._pings.items():
+            try:
+                await ping()
+                checks[name] = "ok"
+            except Unavailable as exc:
+                checks[name] = exc.message
+                unreachable.append(name)
+        if unreachable:
+            return Readiness(checks, unreachable)
+        try:
+            found = await warnings(self._outbox, self._drainer, stall_s=self._stall_s)
+        except Unavailable:  # Redis went away since the ping: the next probe says so
+            found = []
+        return Readiness(checks, [], found)

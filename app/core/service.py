@@ -7,7 +7,7 @@ ports (``app.core.ports``), so the service runs on fakes as well as on Redis and
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 
 from app.core.alerts import Threshold
@@ -17,6 +17,7 @@ from app.core.engine import Result
 from app.core.errors import InvalidInput, RiskstreamError, UnknownEntity
 from app.core.manifest import Manifest
 from app.core.ports import ScoreLog, StateStore, Views
+from app.core.readiness import Readiness
 
 
 class RiskService:
@@ -29,7 +30,9 @@ class RiskService:
         views: Views,
         manifest: Manifest,
         thresholds: Mapping[str, Threshold],
+        readiness: Callable[[], Awaitable[Readiness]],
     ) -> None:
+        self._readiness = readiness
         self._scorer = scorer
         self._store = store
         self._log = log
@@ -74,6 +77,13 @@ class RiskService:
         return await self._log.history_with_values(
             entity_id, since=_aware(since), after_step=after_step, limit=limit
         )
+
+    # -- operations -----------------------------------------------------------------------
+
+    async def readiness(self) -> Readiness:
+        """Whether this process can serve (Redis and the database reachable), and what an
+        operator should act on even so (dead letters, a stalled drain, Redis found emptied)."""
+        return await self._readiness()
 
     # -- dashboards -----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from fastapi import Depends, Request
 from app.core.errors import UnsupportedMediaType
 from app.core.service import RiskService
 from app.services import Services
+from app.settings import Settings
 
 
 async def _services(request: Request) -> Services:
@@ -19,8 +20,14 @@ async def _risk(request: Request) -> RiskService:
     return risk
 
 
+async def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.services.settings
+    return settings
+
+
 ServicesDep = Annotated[Services, Depends(_services)]
 RiskDep = Annotated[RiskService, Depends(_risk)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
 
 JSON_MEDIA = (b"application/json",)
 BULK_MEDIA = (b"application/json", b"application/x-ndjson")

@@ -90,6 +90,10 @@ MODEL_OUT = {
     "outputs": [{"name": "aki_48h", "horizon_hours": 48}],
     "states": [{"name": "h", "shape": [2, 64]}],
 }
+READY_OUT = {
+    "status": "ready",
+    "checks": {"model": "aki-lstm/1.2.0", "redis": "ok", "database": "ok"},
+}
 _SSE_EXAMPLE = (
     "retry: 1000\n\nevent: score\nid: 1795510800123-0\n"
     'data: {"entity_id":"p000001","event_id":"e1","step":1,…,"cursor":"1795510800123-0",'

@@ -30,6 +30,7 @@ from pydantic import (
 from app.core.alerts import Threshold
 from app.core.domain import FeedEntry, FeedPage, Outcome, Score, Watched
 from app.core.errors import InvalidInput, RiskstreamError
+from app.core.readiness import Readiness
 
 
 def _finite(value: float) -> bool:
@@ -395,4 +396,25 @@ class BulkOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: str
+    status: Literal["alive"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "degraded"] = Field(
+        description="degraded: this process serves, but an operator should act on the warnings"
+    )
+    checks: dict[str, str] = Field(description="model -> its name/version; redis, database -> ok")
+    warnings: list[FieldError] = Field(
+        default_factory=list,
+        description="dead letters waiting (deadletter), a stalled drain (outbox), Redis found "
+        "emptied (redis); empty when ready",
+    )
+
+    @classmethod
+    def of(cls, readiness: Readiness) -> ReadyOut:
+        warnings = [FieldError(**w) for w in readiness.warnings]
+        return cls(
+            status="degraded" if warnings else "ready",
+            checks=readiness.checks,
+            warnings=warnings,
+        )

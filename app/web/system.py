@@ -1,16 +1,13 @@
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
-from app.core import readiness
-from app.core.errors import Unavailable
 from app.core.manifest import Manifest
 from app.web import openapi
-from app.web.deps import RiskDep, ServicesDep
+from app.web.deps import RiskDep, SettingsDep
 from app.web.errors import error_response
-from app.web.responses import JSON, ModelJSON
+from app.web.responses import ModelJSON
+from app.web.schemas import HealthOut, ReadyOut
 
 router = APIRouter(tags=["system"])
 
@@ -25,41 +22,32 @@ async def get_model(risk: RiskDep) -> ModelJSON:
     return ModelJSON(risk.manifest)
 
 
-@router.get("/healthz", summary="The process is alive")
-async def healthz() -> dict[str, str]:
-    return {"status": "alive"}
+@router.get("/healthz", summary="The process is alive", response_model=HealthOut)
+async def healthz() -> ModelJSON:
+    return ModelJSON(HealthOut(status="alive"))
 
 
-@router.get("/readyz", summary="Redis, the database and the model are all usable")
-async def readyz(services: ServicesDep) -> JSON:
-    # 503 while Redis or the database is unreachable (leave the load balancer); else 200,
-    # "ready", or "degraded" with warnings an operator must act on (app.core.readiness).
-    checks: dict[str, str] = {"model": services.model.manifest.key}
-    failed: list[str] = []
-    for name, ping in (("redis", services.store.ping), ("database", services.score_log.ping)):
-        try:
-            await ping()
-            checks[name] = "ok"
-        except Unavailable as exc:
-            checks[name] = exc.message
-            failed.append(name)
-    if failed:
-        response = error_response(
+@router.get(
+    "/readyz",
+    summary="Redis, the database and the model are all usable",
+    description=(
+        "503 `not_ready` while Redis or the database cannot be reached (take this process out "
+        "of the load balancer). Otherwise 200: `ready`, or `degraded` with `warnings` that "
+        "leaving the load balancer cannot fix: dead letters waiting, a stalled outbox drain, "
+        "Redis found emptied."
+    ),
+    response_model=ReadyOut,
+    responses=openapi.errors(503, example=openapi.READY_OUT),
+)
+async def readyz(risk: RiskDep, settings: SettingsDep) -> ModelJSON:
+    readiness = await risk.readiness()
+    if readiness.unreachable:
+        return error_response(
             503,
             "not_ready",
-            f"not ready: {', '.join(failed)} unreachable",
-            field=failed[0],
-            errors=[{"field": name, "message": checks[name]} for name in failed],
-            headers={"Retry-After": str(services.settings.retry_after_seconds)},
+            f"not ready: {', '.join(readiness.unreachable)} unreachable",
+            field=readiness.unreachable[0],
+            errors=[{"field": n, "message": readiness.checks[n]} for n in readiness.unreachable],
+            headers={"Retry-After": str(settings.retry_after_seconds)},
         )
-        return response
-    try:
-        warnings = await readiness.warnings(
-            services.outbox, services.drainer, stall_s=services.settings.outbox_stall_s
-        )
-    except Unavailable:  # Redis went away since the ping: the next probe says so
-        warnings = []
-    body: dict[str, Any] = {"status": "degraded" if warnings else "ready", "checks": checks}
-    if warnings:
-        body["warnings"] = warnings
-    return JSON(body)
+    return ModelJSON(ReadyOut.of(readiness))

@@ -48,6 +48,7 @@ from schemathesis.errors import FailureGroup
 from app.bench.server import ServerProcess
 from app.settings import Settings
 from tests.support.model import TINY_MODEL_DIR
+from tests.support.service import server_env
 
 pytestmark = pytest.mark.slow
 
@@ -227,15 +228,7 @@ def register_hooks(schema: Any) -> None:
 
 @pytest.fixture
 def fuzz_server(settings: Settings, tmp_path: Path) -> Iterator[ServerProcess]:
-    env = {
-        "REDIS_URL": str(settings.redis_url),
-        "DATABASE_URL": str(settings.database_url),
-        "KEY_PREFIX": settings.key_prefix,
-        "MODEL_DIR": str(settings.model_dir),
-        "DATA_DIR": str(settings.data_dir),
-        "STREAM_POLL_S": "0.05",
-        "STREAM_HEARTBEAT_S": "0.1",
-    }
+    env = server_env(settings, STREAM_POLL_S="0.05", STREAM_HEARTBEAT_S="0.1")
     server = ServerProcess(env, tmp_path / "server.log")
     yield server
     server.stop()

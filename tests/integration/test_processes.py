@@ -13,6 +13,7 @@ import pytest
 from app.adapters.sql.score_log import SqlScoreLog
 from app.bench.server import ServerProcess
 from app.settings import Settings
+from tests.support.service import server_env as env_of
 from tests.support.service import wait_logged
 
 pytestmark = pytest.mark.slow
@@ -21,14 +22,7 @@ T0 = 1_790_000_000
 
 @pytest.fixture
 def server_env(settings: Settings) -> dict[str, str]:
-    return {
-        "REDIS_URL": str(settings.redis_url),
-        "DATABASE_URL": str(settings.database_url),
-        "KEY_PREFIX": settings.key_prefix,
-        "MODEL_DIR": str(settings.model_dir),
-        "DATA_DIR": str(settings.data_dir),
-        "OUTBOX_CLAIM_IDLE_MS": "500",
-    }
+    return env_of(settings, OUTBOX_CLAIM_IDLE_MS="500")
 
 
 @pytest.fixture

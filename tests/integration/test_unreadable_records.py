@@ -18,7 +18,7 @@ from app.adapters.redis_common import ViewKeys
 from app.bench.server import ServerProcess
 from app.core.domain import Score
 from app.settings import Settings
-from tests.support.service import Running
+from tests.support.service import Running, server_env
 
 T0 = 1_790_000_000
 
@@ -96,14 +96,7 @@ async def test_watchlist_feed_and_latest_risk_skip_what_they_cannot_render(
 async def test_the_sse_stream_skips_what_it_cannot_render(
     settings: Settings, tmp_path: Path, redis_client: aioredis.Redis
 ) -> None:
-    env = {
-        "REDIS_URL": str(settings.redis_url),
-        "DATABASE_URL": str(settings.database_url),
-        "KEY_PREFIX": settings.key_prefix,
-        "MODEL_DIR": str(settings.model_dir),
-        "DATA_DIR": str(settings.data_dir),
-        "STREAM_POLL_S": "0.05",
-    }
+    env = server_env(settings, STREAM_POLL_S="0.05")
     server = ServerProcess(env, tmp_path / "sse.log")
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:

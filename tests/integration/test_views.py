@@ -11,7 +11,7 @@ import pytest
 
 from app.bench.server import ServerProcess
 from app.settings import Settings
-from tests.support.service import Running
+from tests.support.service import Running, server_env
 
 T0 = 1_790_000_000
 
@@ -169,15 +169,7 @@ async def test_entity_history_can_carry_the_event_values(service: Running) -> No
 async def test_sse_streams_scores_and_resumes_after_last_event_id(
     settings: Settings, tmp_path: Path
 ) -> None:
-    env = {
-        "REDIS_URL": str(settings.redis_url),
-        "DATABASE_URL": str(settings.database_url),
-        "KEY_PREFIX": settings.key_prefix,
-        "MODEL_DIR": str(settings.model_dir),
-        "DATA_DIR": str(settings.data_dir),
-        "STREAM_POLL_S": "0.05",
-        "STREAM_HEARTBEAT_S": "0.2",
-    }
+    env = server_env(settings, STREAM_POLL_S="0.05", STREAM_HEARTBEAT_S="0.2")
     server = ServerProcess(env, tmp_path / "sse.log")
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:

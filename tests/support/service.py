@@ -30,6 +30,19 @@ def settings(
     )
 
 
+def server_env(settings: Settings, **overrides: str) -> dict[str, str]:
+    """The environment of a real server process (``ServerProcess``) on the test's Redis,
+    database, key prefix and model; ``overrides`` by setting name, e.g. STREAM_POLL_S="0.05"."""
+    return {
+        "REDIS_URL": str(settings.redis_url),
+        "DATABASE_URL": str(settings.database_url),
+        "KEY_PREFIX": settings.key_prefix,
+        "MODEL_DIR": str(settings.model_dir),
+        "DATA_DIR": str(settings.data_dir),
+        **overrides,
+    }
+
+
 @dataclass
 class Running:
     client: httpx.AsyncClient

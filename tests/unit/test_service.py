@@ -6,18 +6,21 @@ import pytest
 
 from app.core.batcher import DirectScorer
 from app.core.domain import Event
+from app.core.drain import OutboxDrainer
 from app.core.engine import ScoringEngine
-from app.core.errors import InvalidInput, OutOfOrder, UnknownEntity
+from app.core.errors import InvalidInput, OutOfOrder, Unavailable, UnknownEntity
+from app.core.readiness import ReadinessProbe
 from app.core.service import RiskService
-from tests.unit.fakes import FakeLog, FakeModel, FakeStore, FakeViews
+from tests.unit.fakes import FakeLog, FakeModel, FakeOutbox, FakeStore, FakeViews
 
 T0 = 1_800_000_000.0
 NOW = T0 + 86_400.0  # the engine's clock: the events below lie in its past
 
 
-def service() -> RiskService:
-    model, store, log = FakeModel(), FakeStore(), FakeLog()
+def service(store: FakeStore | None = None, log: FakeLog | None = None) -> RiskService:
+    model, store, log = FakeModel(), store or FakeStore(), log or FakeLog()
     engine = ScoringEngine(model, store, log, clock=lambda: NOW)
+    outbox = FakeOutbox(store)
     return RiskService(
         scorer=DirectScorer(engine),
         store=store,
@@ -25,6 +28,13 @@ def service() -> RiskService:
         views=FakeViews(store),
         manifest=model.manifest,
         thresholds={},
+        readiness=ReadinessProbe(
+            pings={"redis": lambda: store.ping(), "database": lambda: log.ping()},
+            outbox=outbox,
+            drainer=OutboxDrainer(outbox, log, batch=10),
+            model_key=model.manifest.key,
+            stall_s=30,
+        ),
     )
 
 
@@ -60,3 +70,18 @@ def test_an_output_the_model_lacks_is_invalid_input() -> None:
     with pytest.raises(InvalidInput) as refused:
         risk.output("")
     assert refused.value.field == "output"
+
+
+async def test_readiness_names_what_cannot_be_reached() -> None:
+    log = FakeLog()
+    risk = service(log=log)
+    ready = await risk.readiness()
+    assert (ready.status, ready.checks["redis"], ready.checks["database"]) == ("ready", "ok", "ok")
+
+    async def down() -> None:
+        raise Unavailable("the database is unreachable", field="database")
+
+    log.ping = down  # type: ignore[method-assign]
+    not_ready = await risk.readiness()
+    assert (not_ready.status, not_ready.unreachable) == ("not_ready", ["database"])
+    assert not_ready.checks["database"] == "the database is unreachable"
