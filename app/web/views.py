@@ -9,11 +9,13 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request
+from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
 from app.core.errors import RiskstreamError
 from app.settings import Settings
 from app.web import openapi
+from app.web.auth import READ, ReadKey, guard_of_request
 from app.web.deps import RiskDep
 from app.web.responses import ModelJSON
 from app.web.schemas import FeedEntryOut, FeedOut, WatchlistOut
@@ -38,6 +40,7 @@ def _not_modified(etag: str, if_none_match: str | None) -> Response | None:
     summary="The entities with the highest current risk for an output",
     response_model=WatchlistOut,
     responses=openapi.errors(422, 503, not_modified=True, example=openapi.WATCHLIST_OUT),
+    dependencies=[READ],
 )
 async def watchlist(
     risk: RiskDep,
@@ -60,6 +63,7 @@ async def watchlist(
     summary="Every new score in commit order; pass next_cursor back to get only newer ones",
     response_model=FeedOut,
     responses=openapi.errors(410, 422, 503, not_modified=True, example=openapi.FEED_OUT),
+    dependencies=[READ],
 )
 async def feed(
     risk: RiskDep,
@@ -96,6 +100,7 @@ async def stream(
     min_risk: Annotated[float, Query(ge=0.0, le=1.0)] = 0.0,
     cursor: Annotated[str | None, Query(description="Start after this cursor")] = None,
     last_event_id: Annotated[str | None, Header()] = None,
+    principal: ReadKey = None,
 ) -> StreamingResponse:
     output = risk.output(output)
     start = next((c for c in (last_event_id, cursor) if c is not None), None)
@@ -103,8 +108,24 @@ async def stream(
     if start is not None:
         await risk.feed(start, 1)  # refuses a bad or expired cursor before streaming
     settings: Settings = request.app.state.settings
+    slots = guard_of_request(request).streams
+    key = principal.name if principal is not None else None
+    slots.take(key)  # 429 past the key's cap, 503 past the process's
+    held = [True]
+
+    def give_back() -> None:  # once, from whichever ends first: the stream or the response
+        if held:
+            held.clear()
+            slots.give_back(key)
 
     async def events() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in _events():
+                yield chunk
+        finally:
+            give_back()
+
+    async def _events() -> AsyncIterator[bytes]:
         position = start
         quiet = 0.0
         yield f"retry: {int(settings.stream_poll_s * 4000)}\n\n".encode()
@@ -133,4 +154,9 @@ async def stream(
                 yield b": heartbeat\n\n"
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers=headers,
+        background=BackgroundTask(give_back),
+    )

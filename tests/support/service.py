@@ -27,6 +27,7 @@ def settings(
         key_prefix=key_prefix,
         model_dir=tiny_model_dir,
         data_dir=tmp_path / "data",
+        auth=False,  # most tests are not about keys; tests/integration/test_auth*.py are
     )
 
 
@@ -39,6 +40,7 @@ def server_env(settings: Settings, **overrides: str) -> dict[str, str]:
         "KEY_PREFIX": settings.key_prefix,
         "MODEL_DIR": str(settings.model_dir),
         "DATA_DIR": str(settings.data_dir),
+        "AUTH": "true" if settings.auth else "false",
         **overrides,
     }
 
