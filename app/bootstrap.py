@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 
@@ -272,6 +273,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(metrics.RequestTimer)
+    if settings.cors_origins:
+        # Only when CORS_ORIGINS names origins: otherwise no Access-Control-* header at all,
+        # so no other site's page can read an answer (nor send the key from a browser).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "If-None-Match"],
+            expose_headers=["ETag", "Retry-After", "WWW-Authenticate"],
+            max_age=600,
+        )
     app.include_router(events.router)
     app.include_router(entities.router)
     app.include_router(system.router)
