@@ -10,7 +10,6 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-
 log = logging.getLogger("riskstream")
 
 

@@ -50,7 +50,6 @@ def start(
     return server
 
 
-
 async def request(
     c: httpx.AsyncClient, method: str, path: str, headers: dict[str, str], body: Any = None
 ) -> httpx.Response:
@@ -139,17 +138,13 @@ async def test_writes_need_json_and_no_cors_without_an_allow_list(
 async def test_cors_only_for_the_listed_origin(
     servers: list[ServerProcess], settings: Settings, tmp_path: Path
 ) -> None:
-    server = start(
-        servers, settings, tmp_path / "server.log", CORS_ORIGINS="https://ward.example"
-    )
+    server = start(servers, settings, tmp_path / "server.log", CORS_ORIGINS="https://ward.example")
     preflight = {
         "access-control-request-method": "POST",
         "access-control-request-headers": "authorization, content-type",
     }
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
-        ok = await c.options(
-            "/v1/events", headers={**preflight, "origin": "https://ward.example"}
-        )
+        ok = await c.options("/v1/events", headers={**preflight, "origin": "https://ward.example"})
         assert ok.status_code == 200
         assert ok.headers["access-control-allow-origin"] == "https://ward.example"
         assert "authorization" in ok.headers["access-control-allow-headers"].lower()
