@@ -264,6 +264,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.max_bulk_events = settings.max_bulk_events
+    app.state.shared_cursor = views.SharedCursor(settings.stream_poll_s)
     errors.install(app, retry_after=settings.retry_after_seconds)
     openapi.install(app, settings)
     app.add_middleware(
