@@ -50,3 +50,22 @@ def test_outbox_records_carry_the_key_name_and_old_ones_still_decode() -> None:
     assert decoded == LoggedScore(SCORE, {"HR": 1.0}, None)
     # and a record without a key is written as before (no "k")
     assert b'"k"' not in encode_logged(LoggedScore(SCORE, {"HR": 1.0}))
+
+
+async def test_database_errors_never_carry_the_statements_values(tmp_path: Path) -> None:
+    """A database error's message reaches the log (and dead letters): never the parameters,
+    which for the score log are the events' feature values."""
+    import sqlalchemy as sa
+
+    from app.adapters.sql.database import create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.sqlite3'}")
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(sa.text("INSERT INTO nope VALUES (:v)"), {"v": "93.8125"})
+    except sa.exc.DBAPIError as error:
+        assert "93.8125" not in str(error)
+    else:
+        raise AssertionError("the insert into a missing table succeeded")
+    finally:
+        await engine.dispose()
