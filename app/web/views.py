@@ -12,7 +12,6 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
-from app.core.domain import FeedPage
 from app.core.errors import RiskstreamError
 from app.core.service import RiskService
 from app.settings import Settings
@@ -27,31 +26,58 @@ _CACHE = {"Cache-Control": "no-cache"}  # always revalidate; a 304 costs one Red
 
 
 class SharedCursor:
-    """The feed's last cursor, read at most once per ``poll_s`` for all the streams of this
-    process: an idle stream then costs no Redis call of its own, only a look at this value
-    (300 idle streams each polling the feed took ~80% of a core). A stream reads the feed only
-    once the last cursor has moved past its position."""
+    """One watcher of the feed's last cursor for all the streams of this process.
+
+    While any stream waits, one task reads the last cursor every ``poll_s`` and wakes the
+    waiting streams when it moves (or when the read fails, so they meet the error). An idle
+    stream then costs no Redis call and no wake-up of its own until its heartbeat: 300 idle
+    streams each polling the feed took ~80% of a core. ``generation`` counts the moves, so a
+    stream that read the feed before a move never sleeps through it.
+    """
 
     def __init__(self, poll_s: float) -> None:
         self._poll_s = poll_s
         self._value: str | None = None
-        self._read_at = -float("inf")
-        self._reading: asyncio.Future[str | None] | None = None
+        self._known = False
+        self.generation = 0
+        self._moved = asyncio.Event()
+        self._waiters = 0
+        self._task: asyncio.Task[None] | None = None
 
-    async def last(self, risk: RiskService) -> str | None:
-        loop = asyncio.get_running_loop()
-        if loop.time() - self._read_at < self._poll_s:
-            return self._value
-        if self._reading is None:
-            self._reading = asyncio.ensure_future(risk.last_cursor())
-            self._reading.add_done_callback(self._done)
-        return await asyncio.shield(self._reading)
+    async def wait(self, risk: RiskService, since: int, timeout: float) -> bool:
+        """Until ``generation`` passes ``since`` (True) or ``timeout`` seconds (False)."""
+        if self.generation != since:
+            return True
+        self._waiters += 1
+        try:
+            if self._task is None or self._task.done():
+                self._task = asyncio.create_task(self._watch(risk), name="stream-cursor")
+            moved = self._moved
+            try:
+                await asyncio.wait_for(moved.wait(), timeout)
+            except TimeoutError:
+                return self.generation != since
+            return True
+        finally:
+            self._waiters -= 1
 
-    def _done(self, future: asyncio.Future[str | None]) -> None:
-        self._reading = None
-        if not future.cancelled() and future.exception() is None:
-            self._value = future.result()
-            self._read_at = asyncio.get_running_loop().time()
+    def _move(self) -> None:
+        self.generation += 1
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
+
+    async def _watch(self, risk: RiskService) -> None:
+        while self._waiters > 0:
+            try:
+                value = await risk.last_cursor()
+            except RiskstreamError:
+                self._known = False
+                self._move()  # the streams read the feed themselves, and report the error
+            else:
+                if not self._known or value != self._value:
+                    self._value, self._known = value, True
+                    self._move()
+            await asyncio.sleep(self._poll_s)
 
 
 def _etag(*parts: object) -> str:
@@ -159,14 +185,13 @@ async def stream(
 
     async def _events() -> AsyncIterator[bytes]:
         position = start
-        quiet = 0.0
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()
         yield f"retry: {int(settings.stream_poll_s * 4000)}\n\n".encode()
         while not await request.is_disconnected():
+            generation = shared.generation  # before the read: a move after it wakes us
             try:
-                if position is not None and await shared.last(risk) == position:
-                    page = FeedPage([], None)  # nothing new: no read of the feed
-                else:
-                    page = await risk.feed(position, 500)
+                page = await risk.feed(position, 500)
             except RiskstreamError as exc:
                 error = orjson.dumps({"error": exc.message}).decode()
                 yield f"event: error\ndata: {error}\n\n".encode()
@@ -180,12 +205,11 @@ async def stream(
                 data = FeedEntryOut.of_entry(entry).model_dump_json()
                 yield f"event: score\nid: {entry.cursor}\ndata: {data}\n\n".encode()
             if page.cursor is not None:
-                quiet = 0.0
+                quiet_since = loop.time()
                 continue
-            await asyncio.sleep(settings.stream_poll_s)
-            quiet += settings.stream_poll_s
-            if quiet >= settings.stream_heartbeat_s:
-                quiet = 0.0
+            remaining = settings.stream_heartbeat_s - (loop.time() - quiet_since)
+            if remaining <= 0 or not await shared.wait(risk, generation, remaining):
+                quiet_since = loop.time()
                 yield b": heartbeat\n\n"
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
