@@ -18,8 +18,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.adapters.sql.tables import deletions, events, scores
+from app.adapters.sql.tables import api_keys, deletions, events, scores
 from app.bench.server import PROJECT_ROOT, ServerProcess
+from app.core.keys import key_id_of
 from app.settings import Settings
 from tests.integration.test_auth_paths import UNKNOWN, bearer, make_key
 from tests.support.service import server_env
@@ -292,9 +293,6 @@ async def test_audit_names_the_key_and_the_log_holds_no_secret_nor_value(
     secret = await make_key(sql_engine, "ingest", "admin")
     key = bearer(secret)
     async with sql_engine.connect() as connection:
-        from app.adapters.sql.tables import api_keys
-        from app.core.keys import key_id_of
-
         name = (
             await connection.execute(
                 select(api_keys.c.name).where(api_keys.c.key_id == key_id_of(secret))
@@ -338,6 +336,11 @@ async def test_audit_names_the_key_and_the_log_holds_no_secret_nor_value(
     assert [row.key_name for row in audit] == [name]
     assert audit[0].deleted_at.timestamp() >= before - 5
     server.stop()
+    async with sql_engine.connect() as connection:
+        used = (
+            await connection.execute(select(api_keys.c.last_used_at).where(api_keys.c.name == name))
+        ).scalar_one()
+    assert used is not None and used.timestamp() >= before - 60  # flushed, at the latest at exit
     text = log.read_text(errors="replace")
     assert secret not in text
     assert secret.split("_")[-1] not in text
