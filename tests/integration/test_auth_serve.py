@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.bench.server import PROJECT_ROOT, free_port
 from app.cli import is_loopback
@@ -91,3 +92,12 @@ def test_first_start_writes_the_admin_key_logs_its_path_and_prints_the_signed_in
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
+
+
+def test_cors_origins_as_a_comma_list_or_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example")
+    assert Settings().cors_origins == ["https://a.example", "https://b.example"]
+    monkeypatch.setenv("CORS_ORIGINS", '["https://a.example"]')
+    assert Settings().cors_origins == ["https://a.example"]
+    monkeypatch.setenv("CORS_ORIGINS", "")
+    assert Settings().cors_origins == []
