@@ -115,7 +115,7 @@ class StreamSlots:
     """Caps on open ``/v1/stream`` connections: per key and in all, both per worker process
     (a stream is held by one process for its life; with N workers a key may hold up to N times
     ``SSE_MAX_PER_KEY``). Past the key's cap: 429; past the process's: 503; both with
-    ``Retry-After``. Without AUTH every stream counts against the key ``None``'s cap too."""
+    ``Retry-After``. Without AUTH there is no key: only the process's cap applies."""
 
     def __init__(self, *, per_key: int, per_process: int, retry_after: int) -> None:
         self.per_key = per_key
@@ -131,11 +131,9 @@ class StreamSlots:
                 field="stream",
             )
         held = self._open.get(key, 0)
-        if held >= self.per_key:
+        if key is not None and held >= self.per_key:
             raise RateLimited(
-                f"the API key {key!r} has {self.per_key} streams open, its most"
-                if key is not None
-                else f"{self.per_key} streams are open, the most per client",
+                f"the API key {key!r} has {self.per_key} streams open, its most",
                 retry_after=self._retry_after,
             )
         self._open[key] = held + 1
