@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
 import logging
@@ -10,9 +11,11 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 
@@ -20,11 +23,14 @@ from app import __version__
 from app.adapters.embedded_redis import EmbeddedRedis
 from app.adapters.metrics import Metrics
 from app.adapters.onnx_model import OnnxRiskModel
+from app.adapters.rate_limit import RedisRateLimiter
 from app.adapters.redis_store import RedisOutbox, RedisStateStore
 from app.adapters.redis_views import RedisViews
 from app.adapters.sql.database import create_engine, migrate
+from app.adapters.sql.keys import SqlKeyStore
 from app.adapters.sql.score_log import SqlScoreLog
 from app.core.alerts import Threshold
+from app.core.auth import Authenticator
 from app.core.batcher import DirectScorer, MicroBatcher, Scorer
 from app.core.drain import OutboxDrainer
 from app.core.engine import ScoringEngine
@@ -33,12 +39,23 @@ from app.core.service import RiskService
 from app.services import Services
 from app.settings import Settings
 from app.web import entities, errors, events, metrics, openapi, system, views
+from app.web.auth import Guard, StreamSlots
 from app.web.fast_path import SingleEventFastPath
 from app.web.limits import BodySizeLimit
 from app.web.responses import JSON
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "web" / "static"
+
+
+def redact(url: str) -> str:
+    """A URL fit for the log: without a password it may carry."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def thresholds(settings: Settings, outputs: tuple[str, ...]) -> dict[str, Threshold]:
@@ -139,6 +156,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             views=views,
             manifest=model.manifest,
             thresholds=engine.thresholds,
+            audit=score_log,
             readiness=ReadinessProbe(
                 pings={"redis": store.ping, "database": score_log.ping},
                 outbox=outbox,
@@ -147,10 +165,63 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 stall_s=settings.outbox_stall_s,
             ),
         )
-        log.info("riskstream ready: model %s, redis %s", model.manifest.key, redis_url)
-        yield Services(
-            settings, model, engine, scorer, store, outbox, score_log, drainer, metrics, views, risk
+        guard = Guard(
+            Authenticator(SqlKeyStore(sql), cache_s=settings.auth_cache_s)
+            if settings.auth
+            else None,
+            RedisRateLimiter(client, prefix=settings.key_prefix, observe=metrics.observe_redis),
+            rate=settings.rate_limit_events_s,
+            burst=settings.rate_limit_burst,
+            streams=StreamSlots(
+                per_key=settings.sse_max_per_key,
+                per_process=settings.sse_max_per_process,
+                retry_after=settings.retry_after_seconds,
+            ),
         )
+        if guard.authenticator is not None:
+            usage = asyncio.create_task(_flush_usage(guard.authenticator), name="key-usage")
+            stack.push_async_callback(_stop_flushing, usage, guard.authenticator)
+        log.info(
+            "riskstream ready: model %s, redis %s, auth %s",
+            model.manifest.key,
+            redact(redis_url),
+            "on" if settings.auth else "OFF",
+        )
+        yield Services(
+            settings,
+            model,
+            engine,
+            scorer,
+            store,
+            outbox,
+            score_log,
+            drainer,
+            metrics,
+            views,
+            risk,
+            guard,
+        )
+
+
+USAGE_FLUSH_S = 5.0
+
+
+async def _flush_usage(authenticator: Authenticator) -> None:
+    """Write keys' last-used times every few seconds (one batched UPDATE), never per request."""
+    while True:
+        await asyncio.sleep(USAGE_FLUSH_S)
+        try:
+            await authenticator.flush_usage()
+        except Exception as exc:
+            log.warning("could not record API key usage: %s", type(exc).__name__)
+
+
+async def _stop_flushing(task: asyncio.Task[None], authenticator: Authenticator) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    with contextlib.suppress(Exception):
+        await authenticator.flush_usage()  # the last few seconds' usage, at shutdown
 
 
 # FastAPI's own OpenTelemetry hooks (newer releases) look up a tracer provider in the environment
@@ -193,6 +264,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.max_bulk_events = settings.max_bulk_events
+    app.state.shared_cursor = views.SharedCursor(settings.stream_poll_s)
     errors.install(app, retry_after=settings.retry_after_seconds)
     openapi.install(app, settings)
     app.add_middleware(
@@ -202,6 +274,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(metrics.RequestTimer)
+    if settings.cors_origins:
+        # Only when CORS_ORIGINS names origins: otherwise no Access-Control-* header at all,
+        # so no other site's page can read an answer (nor send the key from a browser).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "If-None-Match"],
+            expose_headers=["ETag", "Retry-After", "WWW-Authenticate"],
+            max_age=600,
+        )
     app.include_router(events.router)
     app.include_router(entities.router)
     app.include_router(system.router)

@@ -10,6 +10,8 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
+log = logging.getLogger("riskstream")
+
 
 def _exit(signum: int, frame: object) -> None:
     raise SystemExit(0)
@@ -23,6 +25,14 @@ def _serve(args: argparse.Namespace) -> int:
     from app.settings import Settings
 
     settings = Settings()
+    if not settings.auth and not is_loopback(args.host):
+        print(
+            f"riskstream serve: refusing to start with AUTH=off on --host {args.host}: without "
+            "authentication anyone who can reach the port can read and write health data. "
+            "Bind to 127.0.0.1 (or ::1, localhost) for local experiments, or turn AUTH on.",
+            file=sys.stderr,
+        )
+        return 2
     embedded: EmbeddedRedis | None = None
     if settings.redis_url is None:
         # One embedded server for every worker process; they find it through REDIS_URL.
@@ -37,6 +47,10 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(signum, _exit)
     try:
         migrate(settings.resolved_database_url())
+        if settings.auth:
+            _admin_key(settings, args)
+        else:
+            log.warning("AUTH is off: no request is checked (local experiments only)")
         uvicorn.run(
             "app.bootstrap:create_app",
             factory=True,
@@ -51,6 +65,40 @@ def _serve(args: argparse.Namespace) -> int:
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: where AUTH=off may listen."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _admin_key(settings: object, args: argparse.Namespace) -> None:
+    """The first start's admin key (``app.admin_key``), and the dashboard's signed-in URL.
+
+    The log gets the key file's path, never the secret. The URL (stdout only, not the log)
+    carries the secret in its fragment, which a browser never sends to the server."""
+    from app.admin_key import ADMIN_KEY_FILE, ensure_admin_key
+    from app.settings import Settings
+
+    assert isinstance(settings, Settings)
+    created = ensure_admin_key(settings.resolved_database_url(), settings.data_dir)
+    if created is not None:
+        log.warning("created the admin API key (every scope); its secret is in %s", created)
+    path = settings.data_dir / ADMIN_KEY_FILE
+    try:
+        secret = path.read_text().strip()
+    except OSError:
+        return  # keys existed before this start (or the file was moved away): nothing to show
+    host = args.host if args.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    print(f"dashboard (signed in as admin): http://{host}:{args.port}/ui/#key={secret}", flush=True)
 
 
 def _dead_letters(args: argparse.Namespace) -> int:

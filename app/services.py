@@ -12,6 +12,7 @@ from app.core.drain import OutboxDrainer
 from app.core.engine import ScoringEngine
 from app.core.service import RiskService
 from app.settings import Settings
+from app.web.auth import Guard
 
 
 @dataclass(frozen=True)
@@ -30,3 +31,4 @@ class Services:
     metrics: Metrics
     views: RedisViews
     risk: RiskService
+    guard: Guard

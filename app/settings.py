@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = PROJECT_ROOT / "models" / "aki-lstm" / "1.2.0"
@@ -71,13 +73,33 @@ class Settings(BaseSettings):
     stream_poll_s: float = Field(0.25, gt=0, description="How often /v1/stream looks for scores")
     stream_heartbeat_s: float = Field(15.0, gt=0, description="SSE comment when nothing happens")
 
-    # Access control (issue 12; docs/auth.md). AUTH is read once the routes are wired.
+    # Access control (issue 12; docs/auth.md).
     auth: bool = Field(True, description="Require API keys; off only for local experiments")
     auth_cache_s: float = Field(
         2.0, gt=0, le=60, description="How long a key's verdict is cached (revocation delay)"
     )
     rate_limit_events_s: float = Field(1_000.0, gt=0, description="Per key: events per second")
     rate_limit_burst: int = Field(5_000, ge=1, description="Per key: events at once (bucket size)")
+    sse_max_per_key: int = Field(
+        10, ge=1, description="Open /v1/stream connections per API key, per worker process"
+    )
+    sse_max_per_process: int = Field(
+        100, ge=1, description="Open /v1/stream connections per worker process, all keys"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed cross-site (comma-separated or a JSON list); none: no CORS",
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [o.strip() for o in text.split(",") if o.strip()]
+        return value
 
     @field_validator("event_time_min")
     @classmethod

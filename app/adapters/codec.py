@@ -46,9 +46,13 @@ def decode_score(raw: bytes) -> Score:
 
 
 def encode_logged(logged: LoggedScore) -> bytes:
-    return orjson.dumps({"score": score_to_dict(logged.score), "values": logged.values})
+    record: dict[str, Any] = {"score": score_to_dict(logged.score), "values": logged.values}
+    if logged.key_name is not None:
+        record["k"] = logged.key_name
+    return orjson.dumps(record)
 
 
 def decode_logged(raw: bytes) -> LoggedScore:
+    """Records written before keys existed have no ``k``: their key name is None."""
     d = orjson.loads(raw)
-    return LoggedScore(score_from_dict(d["score"]), d["values"])
+    return LoggedScore(score_from_dict(d["score"]), d["values"], d.get("k"))

@@ -6,6 +6,7 @@ Redis on its own clock. A bulk request takes as many tokens as it has events.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from app.core.errors import RateLimited
 from app.core.ports import Observe, ignore
 
 _SCRIPT = files("app.adapters").joinpath("lua/token_bucket.lua").read_text(encoding="utf-8")
+_MANY = files("app.adapters").joinpath("lua/token_buckets.lua").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,9 @@ class RateDecision:
 class RedisRateLimiter:
     def __init__(self, client: aioredis.Redis, *, prefix: str, observe: Observe = ignore) -> None:
         self._script = client.register_script(_SCRIPT)
+        self._many = client.register_script(_MANY)
+        self._pending: list[tuple[str, int, float, int, asyncio.Future[RateDecision]]] = []
+        self._flushing: set[asyncio.Task[None]] = set()
         self._prefix = prefix
         self._observe = observe
 
@@ -59,9 +64,68 @@ class RedisRateLimiter:
             server_time=float(now),
         )
 
+    async def take_gathered(
+        self, bucket: str, *, cost: int, rate: float, burst: int
+    ) -> RateDecision:
+        """``take``, gathered with the other takes of this event-loop turn into one script call
+        (``lua/token_buckets.lua``): the same decisions, in arrival order, for one Redis round
+        trip per turn instead of one per request (~170 µs of this process's CPU each)."""
+        if cost < 1 or rate <= 0 or burst < 1:
+            raise ValueError(f"need cost >= 1, rate > 0, burst >= 1 (got {cost}, {rate}, {burst})")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[RateDecision] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)  # runs after the requests ready in this turn
+        self._pending.append((bucket, cost, rate, burst, future))
+        return await future
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        groups: dict[tuple[float, int], list[tuple[str, int, asyncio.Future[RateDecision]]]] = {}
+        for bucket, cost, rate, burst, future in pending:
+            groups.setdefault((rate, burst), []).append((bucket, cost, future))
+        for (rate, burst), takes in groups.items():
+            task = asyncio.ensure_future(self._run(rate, burst, takes))
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
+
+    async def _run(
+        self,
+        rate: float,
+        burst: int,
+        takes: list[tuple[str, int, asyncio.Future[RateDecision]]],
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            async with redis_errors():
+                reply = await self._many(
+                    keys=[self.bucket_key(bucket) for bucket, _, _ in takes],
+                    args=[rate, burst, *[cost for _, cost, _ in takes]],
+                )
+        except BaseException as error:
+            for _, _, future in takes:
+                if future.done():
+                    continue
+                if isinstance(error, Exception):
+                    future.set_exception(error)
+                else:  # cancelled (shutdown): so are the takes waiting on it
+                    future.cancel()
+            if not isinstance(error, Exception):
+                raise
+            return
+        self._observe("rate_limit", time.perf_counter() - started)
+        now = float(reply[0])
+        for i, (_, _, future) in enumerate(takes):
+            allowed, wait, remaining = reply[1 + 3 * i : 4 + 3 * i]
+            if not future.done():
+                future.set_result(
+                    RateDecision(int(allowed) == 1, float(wait), float(remaining), now)
+                )
+
     async def check(self, bucket: str, *, cost: int, rate: float, burst: int) -> RateDecision:
-        """``take``, raising ``RateLimited`` (429 with ``Retry-After``) when refused."""
-        decision = await self.take(bucket, cost=cost, rate=rate, burst=burst)
+        """``take`` (gathered with this turn's others), raising ``RateLimited`` (429 with
+        ``Retry-After``) when refused."""
+        decision = await self.take_gathered(bucket, cost=cost, rate=rate, burst=burst)
         if not decision.allowed:
             raise RateLimited(
                 f"the API key {bucket!r} is over its rate limit of {rate:g} events/s "

@@ -24,6 +24,7 @@ class Event:
     event_id: str
     time: float  # seconds since the Unix epoch, UTC
     values: FeatureValues
+    key: str | None = None  # the name of the API key that posted it (audit); None: AUTH off
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,7 @@ class LoggedScore:
 
     score: Score
     values: FeatureValues
+    key_name: str | None = None  # the API key that posted the event (audit)
 
 
 @dataclass(slots=True)

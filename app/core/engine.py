@@ -411,7 +411,9 @@ class ScoringEngine:
                     event.time,
                 ),
             )
-            commits.append(Commit(prior_step, state, LoggedScore(score, dict(event.values))))
+            commits.append(
+                Commit(prior_step, state, LoggedScore(score, dict(event.values), event.key))
+            )
         return commits
 
     async def _run_model(

@@ -116,6 +116,14 @@ class ScoreLog(Protocol):
     async def ping(self) -> None: ...
 
 
+class AuditLog(Protocol):
+    """Who did what that the score log does not show by itself: deletions of entities."""
+
+    async def record_deletion(self, key_name: str | None, entity_id: str) -> None:
+        """Write (key, entity, now) durably; ``Unavailable`` if it cannot."""
+        ...
+
+
 class Views(Protocol):
     """The read side dashboards poll, kept by the same commit as the state. Readers skip (and
     count) a record they cannot read rather than fail everyone's request over it."""

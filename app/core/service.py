@@ -16,7 +16,7 @@ from app.core.domain import Event, FeedPage, LoggedScore, Outcome, Score, Watche
 from app.core.engine import Result
 from app.core.errors import InvalidInput, RiskstreamError, UnknownEntity
 from app.core.manifest import Manifest
-from app.core.ports import ScoreLog, StateStore, Views
+from app.core.ports import AuditLog, ScoreLog, StateStore, Views
 from app.core.readiness import Readiness
 
 
@@ -31,7 +31,9 @@ class RiskService:
         manifest: Manifest,
         thresholds: Mapping[str, Threshold],
         readiness: Callable[[], Awaitable[Readiness]],
+        audit: AuditLog | None = None,
     ) -> None:
+        self._audit = audit
         self._readiness = readiness
         self._scorer = scorer
         self._store = store
@@ -52,7 +54,12 @@ class RiskService:
             raise result
         return result
 
-    async def forget(self, entity_id: str) -> None:
+    async def forget(self, entity_id: str, *, key: str | None = None) -> None:
+        """Forget the entity's state; first, the deletion is audited (key, entity, time): if
+        the audit log cannot be written (``Unavailable``), nothing is forgotten. An attempt on
+        an entity with no state is audited too (then 404)."""
+        if self._audit is not None:
+            await self._audit.record_deletion(key, entity_id)
         if not await self._store.forget(entity_id):
             raise UnknownEntity(f"no state for entity {entity_id!r}", field="entity_id")
 

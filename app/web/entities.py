@@ -6,6 +6,7 @@ from fastapi import APIRouter, Path, Query
 
 from app.core.domain import MAX_STEP
 from app.web import openapi
+from app.web.auth import READ, AdminKey
 from app.web.deps import RiskDep
 from app.web.responses import ModelJSON
 from app.web.schemas import ForgottenOut, HistoryScoreOut, LatestRiskOut, ScorePage, instant
@@ -20,6 +21,7 @@ EntityId = Annotated[str, Path(description="The entity: a patient, an account…
     summary="The entity's latest score",
     response_model=LatestRiskOut,
     responses=openapi.errors(404, 409, 422, 503, example=openapi.LATEST_OUT),
+    dependencies=[READ],
 )
 async def get_risk(entity_id: EntityId, risk: RiskDep) -> ModelJSON:
     return ModelJSON(LatestRiskOut.of_watched(await risk.latest_risk(entity_id)))
@@ -30,6 +32,7 @@ async def get_risk(entity_id: EntityId, risk: RiskDep) -> ModelJSON:
     summary="The entity's score history from the score log, oldest first",
     response_model=ScorePage,
     responses=openapi.errors(404, 422, 503, example=openapi.PAGE_OUT),
+    dependencies=[READ],
 )
 async def get_scores(
     entity_id: EntityId,
@@ -71,6 +74,6 @@ async def get_scores(
     response_model=ForgottenOut,
     responses=openapi.errors(404, 422, 503, example={"entity_id": "p000001", "forgotten": True}),
 )
-async def forget(entity_id: EntityId, risk: RiskDep) -> ModelJSON:
-    await risk.forget(entity_id)
+async def forget(entity_id: EntityId, risk: RiskDep, principal: AdminKey) -> ModelJSON:
+    await risk.forget(entity_id, key=principal.name if principal is not None else None)
     return ModelJSON(ForgottenOut.model_construct(entity_id=entity_id, forgotten=True))

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.core.errors import RiskstreamError, Unavailable
+from app.core.errors import RateLimited, RiskstreamError, Unauthenticated, Unavailable
 from app.web.responses import ModelJSON
 from app.web.schemas import ErrorBody, ErrorOut, FieldError
 
@@ -51,7 +51,15 @@ def field_of(loc: tuple[Any, ...] | list[Any]) -> str | None:
 
 
 def domain_error(exc: RiskstreamError, retry_after: int) -> ModelJSON:
-    headers = {"Retry-After": str(retry_after)} if isinstance(exc, Unavailable) else None
+    """401 says how to authenticate (``WWW-Authenticate: Bearer``); 429 and 503 say when to
+    come back (``Retry-After``, seconds: the bucket's own wait for 429)."""
+    headers: dict[str, str] | None = None
+    if isinstance(exc, Unauthenticated):
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
+    elif isinstance(exc, Unavailable):
+        headers = {"Retry-After": str(retry_after)}
     return error_response(exc.status, exc.code, exc.message, field=exc.field, headers=headers)
 
 

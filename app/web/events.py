@@ -7,10 +7,12 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 
+from app.core.auth import Principal
 from app.core.domain import Event
 from app.core.errors import InvalidInput, PayloadTooLarge, RiskstreamError
 from app.core.service import RiskService
 from app.web import openapi
+from app.web.auth import Guard, GuardDep, IngestKey
 from app.web.deps import BULK_MEDIA, RiskDep, json_write, media_type, unsupported
 from app.web.errors import field_of
 from app.web.responses import ModelJSON
@@ -38,8 +40,10 @@ EntityId = Annotated[str, Path(description="The entity: a patient, an account…
     responses=openapi.errors(409, 413, 415, 422, 503, example=openapi.EVENT_OUT),
     dependencies=[Depends(json_write)],
 )
-async def post_event(entity_id: EntityId, body: EventIn, risk: RiskDep) -> ModelJSON:
-    return await score_one(risk, entity_id, body)
+async def post_event(
+    entity_id: EntityId, body: EventIn, risk: RiskDep, principal: IngestKey, guard: GuardDep
+) -> ModelJSON:
+    return await score_one(risk, guard, principal, entity_id, body)
 
 
 def single_event_route() -> APIRoute:
@@ -48,9 +52,14 @@ def single_event_route() -> APIRoute:
     return route
 
 
-async def score_one(risk: RiskService, entity_id: str, body: EventIn) -> ModelJSON:
-    """The single-event route's work; ``fast_path`` serves the same request with it."""
-    outcome = await risk.score_event(Event(entity_id, body.event_id, body.time, body.values))
+async def score_one(
+    risk: RiskService, guard: Guard, principal: Principal | None, entity_id: str, body: EventIn
+) -> ModelJSON:
+    """The single-event route's work once the key is admitted (its rate limit charged here);
+    ``fast_path`` serves the same request with it."""
+    await guard.charge(principal, 1)
+    key = principal.name if principal is not None else None
+    outcome = await risk.score_event(Event(entity_id, body.event_id, body.time, body.values, key))
     return ModelJSON(EventOut.of_outcome(outcome))
 
 
@@ -89,7 +98,7 @@ def _ndjson_items(raw: bytes) -> list[Any | InvalidInput]:
 
 
 def bulk_events(
-    raw: bytes, ndjson: bool, limit: int
+    raw: bytes, ndjson: bool, limit: int, key: str | None = None
 ) -> tuple[list[BulkErrorOut | None], list[tuple[int, Event]]]:
     """Each item's error result (None if it is valid), and the valid events by item index."""
     if not ndjson:
@@ -100,7 +109,7 @@ def bulk_events(
         else:
             if len(parsed) > limit:
                 raise _too_many(len(parsed), limit)
-            events = [Event(e.entity_id, e.event_id, e.time, e.values) for e in parsed]
+            events = [Event(e.entity_id, e.event_id, e.time, e.values, key) for e in parsed]
             return [None] * len(events), list(enumerate(events))
     items = _ndjson_items(raw) if ndjson else _json_items(raw)
     if len(items) > limit:
@@ -116,7 +125,7 @@ def bulk_events(
         except ValidationError as exc:
             results[i] = BulkErrorOut.of_item(i, _invalid_item(exc))
             continue
-        valid.append((i, Event(one.entity_id, one.event_id, one.time, one.values)))
+        valid.append((i, Event(one.entity_id, one.event_id, one.time, one.values, key)))
     return results, valid
 
 
@@ -135,13 +144,20 @@ def bulk_events(
     responses=openapi.errors(413, 415, 422, 503, example=openapi.BULK_OUT),
     openapi_extra=openapi.bulk_request_body(),
 )
-async def post_events(request: Request, risk: RiskDep) -> ModelJSON:
+async def post_events(
+    request: Request, risk: RiskDep, principal: IngestKey, guard: GuardDep
+) -> ModelJSON:
     media = media_type(request.scope["headers"])
     if (error := unsupported(media, BULK_MEDIA)) is not None:
         raise error
     results, valid = bulk_events(
-        await request.body(), media == b"application/x-ndjson", request.app.state.max_bulk_events
+        await request.body(),
+        media == b"application/x-ndjson",
+        request.app.state.max_bulk_events,
+        principal.name if principal is not None else None,
     )
+    # the request costs its number of events (invalid ones too: the limit is on work asked)
+    await guard.charge(principal, len(results))
     valid.sort(key=lambda pair: (pair[1].entity_id, pair[1].time, pair[0]))
     outcomes = await risk.score_events([event for _, event in valid])
     done: list[BulkScoredOut | BulkErrorOut | None] = list(results)

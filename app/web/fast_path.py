@@ -8,6 +8,10 @@ well-formed request is served here: one declared as application/json whose body 
 refuses it. Anything else (another route, a body that does not validate) goes on, body replayed,
 to the FastAPI route, which stays the route's definition, its OpenAPI entry and the one place its
 input errors are phrased. Domain errors map through ``errors.domain_error`` like everywhere else.
+
+Access control happens here in the route's order: 415 first (the route's ``json_write``
+dependency), then the key and its ``ingest`` scope (401/403, the route's ``IngestKey``), then the
+body, then the key's rate limit (429) inside ``score_one``, shared with the route.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.auth import Principal
 from app.core.errors import RiskstreamError
+from app.core.keys import Scope as KeyScope
 from app.core.service import RiskService
+from app.web.auth import Guard, authorization
 from app.web.deps import JSON_MEDIA, media_type, unsupported
 from app.web.errors import domain_error
 from app.web.events import score_one
@@ -45,6 +52,16 @@ class SingleEventFastPath:
             scope["route"] = self.route
             await domain_error(refused, self.retry_after)(scope, receive, send)
             return
+        services = scope["app"].state.services
+        guard: Guard = services.guard
+        principal: Principal | None = None
+        if guard.enabled:
+            try:
+                principal = await guard.admit(authorization(scope["headers"]), KeyScope.INGEST)
+            except RiskstreamError as exc:
+                scope["route"] = self.route
+                await domain_error(exc, self.retry_after)(scope, receive, send)
+                return
         chunks: list[bytes] = []
         while True:
             message = await receive()
@@ -60,9 +77,9 @@ class SingleEventFastPath:
             await self.app(scope, _replay(body, receive), send)
             return
         scope["route"] = self.route
-        risk: RiskService = scope["app"].state.services.risk
+        risk: RiskService = services.risk
         try:
-            response = await score_one(risk, match["entity_id"], event)
+            response = await score_one(risk, guard, principal, match["entity_id"], event)
         except RiskstreamError as exc:
             response = domain_error(exc, self.retry_after)
         await response(scope, receive, send)

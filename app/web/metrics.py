@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import Unavailable
+from app.web.auth import READ
 from app.web.deps import ServicesDep
 
 router = APIRouter(tags=["system"])
@@ -27,6 +28,7 @@ router = APIRouter(tags=["system"])
             },
         }
     },
+    dependencies=[READ],
 )
 async def metrics(services: ServicesDep) -> Response:
     try:

@@ -42,6 +42,17 @@ _DESCRIPTIONS = {
     422: "Invalid input (`invalid_input`); `field` names what was wrong",
     503: "Redis or the database unreachable (`unavailable`, `contention`), with Retry-After",
 }
+# Added to every operation that takes an API key (those with ``security``, see ``app.web.auth``).
+_AUTH_DESCRIPTIONS = {
+    401: "No API key, or an unknown or revoked one (`unauthenticated`), with "
+    "`WWW-Authenticate: Bearer`",
+    403: "The API key lacks the scope this operation needs (`forbidden`; the message names it)",
+    429: "Over the API key's rate limit, or its open streams (`rate_limited`), with Retry-After",
+}
+_HEADERS = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "`Bearer`"}},
+    429: {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}},
+}
 
 _SCORE = {
     "entity_id": "p000001",
@@ -218,8 +229,10 @@ def describe(app: FastAPI, settings: Settings) -> dict[str, Any]:
     if manifest is not None:
         for model in ("EventIn", "BulkEventIn"):
             schemas[model]["properties"]["values"] = _values_schema(manifest)
-    for operations in doc["paths"].values():
+    for path, operations in doc["paths"].items():
         for method, operation in operations.items():
+            if operation.get("security"):
+                _declare_auth_errors(operation, limited=method == "post" or path == "/v1/stream")
             for param in operation.get("parameters", []):
                 if (method, param["name"]) == ("post", "entity_id"):
                     param["schema"] = {**param["schema"], **ident}
@@ -234,6 +247,18 @@ def describe(app: FastAPI, settings: Settings) -> dict[str, Any]:
                 elif param["name"] in ("cursor", "last-event-id"):
                     param["schema"] = {"type": "string", "pattern": CURSOR_PATTERN}
     return doc
+
+
+def _declare_auth_errors(operation: dict[str, Any], *, limited: bool) -> None:
+    """401 and 403 on every guarded operation; 429 where a limit applies (writes, streams)."""
+    responses = operation.setdefault("responses", {})
+    for status in (401, 403, 429) if limited else (401, 403):
+        responses[str(status)] = {
+            "description": _AUTH_DESCRIPTIONS[status],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+            **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
+        }
+    operation["responses"] = dict(sorted(responses.items(), key=lambda item: str(item[0])))
 
 
 # The docs pages may load nothing from another host (ReDoc shows a logo from its maker's CDN):

@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from app.core.manifest import Manifest
 from app.web import openapi
+from app.web.auth import READ
 from app.web.deps import RiskDep, SettingsDep
 from app.web.errors import error_response
 from app.web.responses import ModelJSON
@@ -17,6 +18,7 @@ router = APIRouter(tags=["system"])
     summary="The loaded model's manifest",
     response_model=Manifest,
     responses=openapi.errors(example=openapi.MODEL_OUT),
+    dependencies=[READ],
 )
 async def get_model(risk: RiskDep) -> ModelJSON:
     return ModelJSON(risk.manifest)

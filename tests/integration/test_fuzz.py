@@ -48,7 +48,7 @@ from schemathesis.errors import FailureGroup
 from app.bench.server import ServerProcess
 from app.settings import Settings
 from tests.support.model import TINY_MODEL_DIR
-from tests.support.service import server_env
+from tests.support.service import create_key, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -224,6 +224,17 @@ def register_hooks(schema: Any) -> None:
 
 
 # -- the server and the schema -------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"auth": True})  # as deployed: every call carries a key
+
+
+@pytest.fixture
+def admin_headers(settings: Settings) -> dict[str, str]:
+    secret = create_key(str(settings.database_url), "admin")
+    return {"Authorization": f"Bearer {secret}"}
 
 
 @pytest.fixture
@@ -426,7 +437,7 @@ PROBES: list[tuple[str, dict[str, str], bytes]] = [
 ]
 
 
-def _probe(operation: Any, url: str, findings: Findings) -> None:
+def _probe(operation: Any, url: str, findings: Findings, auth: dict[str, str]) -> None:
     """Each write once with each probe; the same checks as the generated calls."""
     case = operation.Case(
         path_parameters={"entity_id": "fz-probe"}, body=None, media_type="application/json"
@@ -434,7 +445,7 @@ def _probe(operation: Any, url: str, findings: Findings) -> None:
     path = operation.path.replace("{entity_id}", "fz-probe")
     checks = [documented_media_type(operation.schema.raw_schema)]
     for name, headers, body in PROBES:
-        sent = requests.post(f"{url}{path}", data=body, headers=headers, timeout=10)
+        sent = requests.post(f"{url}{path}", data=body, headers={**auth, **headers}, timeout=10)
         findings.statuses.setdefault(operation.label, Counter())[sent.status_code] += 1
         try:
             case.validate_response(sent, additional_checks=checks)
@@ -446,7 +457,7 @@ def _probe(operation: Any, url: str, findings: Findings) -> None:
                 findings.add(key, case, sent.status_code, f"answer: {sent.text[:300]!r}", curl)
 
 
-def _not_logged(url: str, answered: dict[tuple[str, str], int]) -> list[str]:
+def _not_logged(url: str, answered: dict[tuple[str, str], int], auth: dict[str, str]) -> list[str]:
     """The answered scores that the SQL log (read through its route) does not hold, once the
     drain has had ``LOG_WAIT_S`` seconds: the promise that no answered score is lost."""
     deadline = time.monotonic() + LOG_WAIT_S
@@ -456,7 +467,10 @@ def _not_logged(url: str, answered: dict[tuple[str, str], int]) -> list[str]:
         for entity in ENTITY_POOL:
             try:
                 response = httpx.get(
-                    f"{url}/v1/entities/{entity}/scores", params={"limit": 1000}, timeout=10
+                    f"{url}/v1/entities/{entity}/scores",
+                    params={"limit": 1000},
+                    headers=auth,
+                    timeout=10,
                 )
             except httpx.HTTPError as exc:
                 problems.append(f"GET scores of {entity}: {exc!r}")
@@ -476,12 +490,13 @@ def _not_logged(url: str, answered: dict[tuple[str, str], int]) -> list[str]:
 
 
 def test_every_operation_answers_as_its_openapi_description_says(
-    fuzz_server: ServerProcess,
+    fuzz_server: ServerProcess, admin_headers: dict[str, str]
 ) -> None:
     schema = load_schema(fuzz_server.url)
     findings = Findings()
     invalid: list[str] = []
     with requests.Session() as session:
+        session.headers.update(admin_headers)
         for result in schema.get_all_operations():
             if isinstance(result, Err):
                 invalid.append(str(result.err()))
@@ -489,9 +504,9 @@ def test_every_operation_answers_as_its_openapi_description_says(
             started = time.monotonic()
             _run_operation(result.ok(), fuzz_server.url, session, findings)
             if result.ok().method.upper() == "POST":
-                _probe(result.ok(), fuzz_server.url, findings)
+                _probe(result.ok(), fuzz_server.url, findings, admin_headers)
             findings.seconds[result.ok().label] = time.monotonic() - started
-    missing = _not_logged(fuzz_server.url, findings.answered)
+    missing = _not_logged(fuzz_server.url, findings.answered, admin_headers)
     report = [str(f) for f in findings.by_key.values()]
     if missing:
         report.append(

@@ -9,14 +9,19 @@ import importlib
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from openapi_spec_validator import validate
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.adapters.sql.keys import SqlKeyStore
 from app.core.domain import ID_PATTERN
+from app.core.keys import new_key
 from app.settings import Settings
 from tests.support.service import Running
 
@@ -25,7 +30,16 @@ T = "2026-11-25T08:00:00Z"
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"max_id_length": 64})
+    return settings.model_copy(update={"max_id_length": 64, "auth": True})
+
+
+@pytest.fixture
+async def secret(service: Running, sql_engine: AsyncEngine) -> str:
+    """An admin key; the test client sends it (the generated client sends its own)."""
+    made = new_key(f"openapi-{uuid.uuid4().hex[:12]}", ["admin"])
+    await SqlKeyStore(sql_engine).create(made.key)
+    service.client.headers["authorization"] = f"Bearer {made.secret}"
+    return made.secret
 
 
 @pytest.fixture
@@ -44,6 +58,32 @@ def operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]
 
 async def test_the_description_validates(doc: dict[str, Any]) -> None:
     validate(doc)
+
+
+OPEN = {"/healthz", "/readyz"}
+
+
+async def test_every_guarded_operation_declares_the_bearer_scheme_and_its_refusals(
+    doc: dict[str, Any],
+) -> None:
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": doc["components"]["securitySchemes"]["bearer"]["description"],
+    }
+    for method, path, op in operations(doc):
+        where = f"{method} {path}"
+        if path in OPEN:
+            assert "security" not in op, where
+            assert "401" not in op["responses"], where
+            continue
+        assert op["security"] == [{"bearer": []}], where
+        assert {"401", "403"} <= set(op["responses"]), where
+        assert "WWW-Authenticate" in op["responses"]["401"]["headers"], where
+        limited = method == "post" or path == "/v1/stream"
+        assert ("429" in op["responses"]) == limited, where
+        if limited:
+            assert "Retry-After" in op["responses"]["429"]["headers"], where
 
 
 async def test_every_api_operation_declares_its_bodies_and_an_example(
@@ -72,6 +112,7 @@ async def test_every_api_operation_declares_its_bodies_and_an_example(
         assert "304" in doc["paths"][path]["get"]["responses"]
 
 
+@pytest.mark.usefixtures("secret")
 async def test_inputs_are_described_as_the_server_enforces_them(
     doc: dict[str, Any], service: Running
 ) -> None:
@@ -163,26 +204,34 @@ def generate_client(doc_path: Path, out: Path) -> None:
     assert warnings in ([], ["POST /v1/events"]), done.stdout
 
 
-async def test_a_generated_client_round_trips_every_route(service: Running, tmp_path: Path) -> None:
+async def test_a_generated_client_round_trips_every_route(
+    service: Running, tmp_path: Path, secret: str
+) -> None:
     doc_path = tmp_path / "openapi.json"
     doc_path.write_bytes((await service.client.get("/openapi.json")).content)
     generate_client(doc_path, tmp_path / "rs_client")
     sys.path.insert(0, str(tmp_path))
     try:
-        await round_trip(service, "rs_client")
+        await round_trip(service, "rs_client", secret)
     finally:
         sys.path.remove(str(tmp_path))
         for name in [n for n in sys.modules if n == "rs_client" or n.startswith("rs_client.")]:
             del sys.modules[name]
 
 
-async def round_trip(service: Running, package: str) -> None:
+async def round_trip(service: Running, package: str, secret: str) -> None:
     def mod(name: str) -> Any:
         return importlib.import_module(f"{package}.{name}")
 
     models = mod("models")
-    client = mod("client").Client(base_url="http://riskstream", raise_on_unexpected_status=True)
-    client.set_async_httpx_client(service.client)
+    # the generated client sends the key itself, as the bearer scheme tells it to
+    client = mod("client").AuthenticatedClient(
+        base_url="http://riskstream",
+        token=secret,
+        raise_on_unexpected_status=True,
+        httpx_args={"transport": httpx.ASGITransport(app=service.app)},
+    )
+
     events, entities, dashboards, system = (
         mod(f"api.{tag}") for tag in ("events", "entities", "dashboards", "system")
     )

@@ -119,3 +119,25 @@ async def test_arguments_are_checked(workers: list[RedisRateLimiter]) -> None:
     for cost, rate, burst in [(0, 1.0, 1), (1, 0.0, 1), (1, 1.0, 0)]:
         with pytest.raises(ValueError):
             await workers[0].take("args", cost=cost, rate=rate, burst=burst)
+
+
+async def test_gathered_takes_decide_exactly_as_one_by_one(
+    workers: list[RedisRateLimiter], redis_url: str
+) -> None:
+    """``check`` gathers a turn's takes into one script call: same decisions, in order, with
+    the same bucket named many times and other buckets between."""
+    costs = [1, 3, 1, 2, 5, 1, 1, 4, 1, 1]
+    rate, burst = 0.0001, 8
+    gathered = await asyncio.gather(
+        *(workers[0].take_gathered("g1", cost=c, rate=rate, burst=burst) for c in costs),
+        *(workers[0].take_gathered("g2", cost=1, rate=rate, burst=burst) for _ in range(3)),
+    )
+    one_by_one = [await workers[1].take("s1", cost=c, rate=rate, burst=burst) for c in costs]
+    assert [d.allowed for d in gathered[: len(costs)]] == [d.allowed for d in one_by_one]
+    assert [d.allowed for d in gathered[: len(costs)]] == [
+        True, True, True, True, False, True, False, False, False, False,
+    ]  # fmt: skip
+    assert all(d.allowed for d in gathered[len(costs) :])  # g2: a bucket of its own
+    with pytest.raises(RateLimited) as refused:
+        await workers[0].check("g1", cost=1, rate=rate, burst=burst)
+    assert refused.value.retry_after >= 1

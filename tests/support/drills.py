@@ -23,6 +23,8 @@ def server_env(
         "DATA_DIR": str(data_dir),
         # a killed or timed-out drainer's entries are taken over soon, so deadlines stay short
         "OUTBOX_CLAIM_IDLE_MS": "500",
+        # the drills are about faults, not keys (tests/integration/test_auth_server.py is)
+        "AUTH": "false",
     }
 
 

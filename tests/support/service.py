@@ -27,6 +27,7 @@ def settings(
         key_prefix=key_prefix,
         model_dir=tiny_model_dir,
         data_dir=tmp_path / "data",
+        auth=False,  # most tests are not about keys; tests/integration/test_auth*.py are
     )
 
 
@@ -39,6 +40,7 @@ def server_env(settings: Settings, **overrides: str) -> dict[str, str]:
         "KEY_PREFIX": settings.key_prefix,
         "MODEL_DIR": str(settings.model_dir),
         "DATA_DIR": str(settings.data_dir),
+        "AUTH": "true" if settings.auth else "false",
         **overrides,
     }
 
@@ -67,3 +69,26 @@ async def wait_logged(log: SqlScoreLog, entity_id: str, count: int, timeout: flo
         if len(scores) >= count or asyncio.get_running_loop().time() > deadline:
             return scores
         await asyncio.sleep(0.05)
+
+
+def create_key(database_url: str, *scopes: str) -> str:
+    """A new API key with ``scopes`` in the (migrated) database at ``database_url``; its secret.
+    For synchronous fixtures; async tests may use ``SqlKeyStore`` on ``sql_engine`` directly."""
+    import uuid
+
+    from app.adapters.sql.database import create_engine, migrate
+    from app.adapters.sql.keys import SqlKeyStore
+    from app.core.keys import new_key
+
+    migrate(database_url)
+    made = new_key(f"test-{uuid.uuid4().hex[:12]}", list(scopes))
+
+    async def create() -> None:
+        engine = create_engine(database_url)
+        try:
+            await SqlKeyStore(engine).create(made.key)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(create())
+    return made.secret

@@ -74,7 +74,13 @@ def _dumps(value: Any) -> str:
 
 def create_engine(url: str) -> AsyncEngine:
     parsed = make_url(async_url(url))
-    common: dict[str, Any] = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
+    # hide_parameters: a database error's message (which reaches the log, and dead letters)
+    # would otherwise carry the statement's parameters: the events' feature values.
+    common: dict[str, Any] = {
+        "json_serializer": _dumps,
+        "json_deserializer": orjson.loads,
+        "hide_parameters": True,
+    }
     if parsed.get_backend_name() == "sqlite":
         _prepare_sqlite_file(parsed)
         engine = create_async_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_S}, **common)

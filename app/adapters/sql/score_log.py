@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import ReturningInsert
 
 from app.adapters.log_limit import warn_limited
-from app.adapters.sql.tables import events, scores
+from app.adapters.sql.tables import deletions, events, scores
 from app.core.domain import LoggedScore, Score
 from app.core.errors import Unavailable
 from app.core.ports import Observe, ignore
@@ -80,12 +80,22 @@ _SCORE_FIELDS = (
     "model_name",
     "model_version",
     "risk",
+    "key_name",
 )
-_EVENT_FIELDS = ("score_id", "entity_id", "event_id", "event_time", "received_at", "values")
+_EVENT_FIELDS = (
+    "score_id",
+    "entity_id",
+    "event_id",
+    "event_time",
+    "received_at",
+    "values",
+    "key_name",
+)
 
 
-def _score_values(score: Score) -> list[Any]:
+def _score_values(record: LoggedScore) -> list[Any]:
     """A scores row in ``_SCORE_FIELDS`` order, times as epoch seconds."""
+    score = record.score
     risk = {name: float(p) for name, p in score.risk.items()}
     return [
         score.score_id,
@@ -97,6 +107,7 @@ def _score_values(score: Score) -> list[Any]:
         score.model_name,
         score.model_version,
         risk,
+        record.key_name,
     ]
 
 
@@ -111,6 +122,7 @@ def _event_values(record: LoggedScore) -> list[Any]:
         score.event_time,
         score.scored_at,
         values,
+        record.key_name,
     ]
 
 
@@ -264,9 +276,7 @@ class SqlScoreLog:
         async with sql_errors(), self._engine.begin() as connection:
             for start in range(0, len(ordered), CHUNK_ROWS):
                 chunk = ordered[start : start + CHUNK_ROWS]
-                new += await self._insert_scores(
-                    connection, [_score_values(r.score) for r in chunk]
-                )
+                new += await self._insert_scores(connection, [_score_values(r) for r in chunk])
                 await self._insert_events(connection, [_event_values(r) for r in chunk])
         return new
 
@@ -296,6 +306,12 @@ class SqlScoreLog:
             .outerjoin(events, events.c.score_id == scores.c.score_id)
         )
         return [LoggedScore(_score(row), row.values or {}) for row in await self._fetch(query)]
+
+    async def record_deletion(self, key_name: str | None, entity_id: str) -> None:
+        """The audit row of a DELETE (the ``AuditLog`` port), committed before it returns."""
+        row = {"key_name": key_name, "entity_id": entity_id, "deleted_at": datetime.now(UTC)}
+        async with sql_errors(), self._engine.begin() as connection:
+            await connection.execute(deletions.insert().values(**row))
 
     async def find(self, entity_id: str, event_id: str) -> Score | None:
         query = (

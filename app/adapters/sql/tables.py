@@ -46,6 +46,7 @@ scores = Table(
     Column("model_name", String, nullable=False),
     Column("model_version", String, nullable=False),
     Column("risk", JSON, nullable=False),
+    Column("key_name", String(64), nullable=True),  # the API key that posted the event
     Index(None, "entity_id", "step"),
     Index(None, "entity_id", "event_time"),
     Index(None, "entity_id", "event_id"),
@@ -60,6 +61,7 @@ events = Table(
     Column("event_time", DateTime(timezone=True), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("values", JSON, nullable=False),
+    Column("key_name", String(64), nullable=True),
     Index(None, "entity_id", "event_time"),
 )
 
@@ -75,4 +77,18 @@ api_keys = Table(
     Column("last_used_at", DateTime(timezone=True), nullable=True),
     Column("revoked", Boolean, nullable=False, server_default=false()),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+# Audit of DELETE /v1/entities/{id} (issue 12): who forgot which entity, when. Written before
+# the state is forgotten, so no forgetting goes unrecorded.
+deletions = Table(
+    "deletions",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("key_name", String(64), nullable=True),
+    Column("entity_id", String(256), nullable=False),
+    Column("deleted_at", DateTime(timezone=True), nullable=False),
+    Index(None, "entity_id"),
 )
