@@ -675,8 +675,8 @@
   // dashboard cannot show anything, so it asks for a key and says why, instead of failing quietly.
   function authFailed(err) {
     if (!state.signedIn && !$("signin").hidden) return; // already asking
+    sessionStorage.removeItem(KEY_ITEM); // refused, or of no use here: not kept for a reload
     if (err.status === 401) {
-      sessionStorage.removeItem(KEY_ITEM);
       showSignIn(`This key was not accepted (${err.message}). Paste another one.`);
     } else {
       showSignIn(`This key lacks a scope the dashboard needs (read): ${err.message}`);
