@@ -324,7 +324,9 @@ def test_without_the_event_stream_it_polls_with_etags(server: ServerProcess) -> 
 
 
 @browser_test
-def test_without_a_key_it_asks_for_one_and_signing_out_forgets_it(server: ServerProcess) -> None:
+def test_without_a_key_it_asks_for_one_and_signing_out_forgets_it(
+    server: ServerProcess, tmp_path: Path
+) -> None:
     ward(server, patients=2, hours=3)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -336,6 +338,7 @@ def test_without_a_key_it_asks_for_one_and_signing_out_forgets_it(server: Server
             page.wait_for_selector("#signin", state="visible", timeout=WAIT_MS)
             assert page.is_hidden("#signin-error") and page.is_hidden("#signout")
             assert calls == []  # nothing is asked of the service without a key
+            save(page, tmp_path, "signin.png")
             sign_in(page, str(server.key))
             page.wait_for_function(
                 "document.querySelectorAll('#watchlist-body tr').length === 2", timeout=WAIT_MS
