@@ -19,6 +19,12 @@ increasing by random gaps (mean ``LOCUST_GAP_MEAN`` seconds of simulated time), 
 and a share ``LOCUST_LATE_RATE`` (default 0.01) of events earlier than the patient's last one,
 which must be rejected with 409. Those expected answers count as successes; anything else fails.
 
+Access control (docs/auth.md): every request carries ``Authorization: Bearer
+$RISKSTREAM_API_KEY`` (a key with scopes ``ingest`` and ``read``, e.g.
+``RISKSTREAM_API_KEY=$(cat riskstream-data/admin.key)``). Mind the key's rate limit
+(``RATE_LIMIT_EVENTS_S``, ``RATE_LIMIT_BURST``): past it the server answers 429, counted as
+failures.
+
 Other knobs (environment): ``LOCUST_BULK_SIZE`` (events per ``POST /v1/events``, default 100),
 ``LOCUST_WAIT_MAX`` (seconds a user pauses between requests, uniform from 0; default 0 = as fast
 as the server answers).
@@ -44,6 +50,7 @@ DUP_RATE = float(os.environ.get("LOCUST_DUP_RATE", "0.02"))
 LATE_RATE = float(os.environ.get("LOCUST_LATE_RATE", "0.01"))
 GAP_MEAN = float(os.environ.get("LOCUST_GAP_MEAN", "900"))
 JSON = {"content-type": "application/json"}
+API_KEY = os.environ.get("RISKSTREAM_API_KEY", "")
 
 _features: list[str] | None = None
 
@@ -52,6 +59,7 @@ class Feed(FastHttpUser):
     """One feed of ``ENTITIES`` patients; requests one at a time."""
 
     wait_time = between(0, WAIT_MAX)
+    default_headers = {"Authorization": f"Bearer {API_KEY}"} if API_KEY else None
 
     def on_start(self) -> None:
         global _features

@@ -5,13 +5,15 @@ the patient's admission time + ``hour``, values = the row's measured features th
 model lists). Patients are admitted one after another, as on a ward, and the replay runs on a
 simulated clock ``--speedup`` times faster than the wall clock (3600: one hour a second), posting
 each tick's events in one bulk request. The clock starts in the past and never runs ahead of the
-present: the service refuses event times from the future. It talks only to ``--url``.
+present: the service refuses event times from the future. It talks only to ``--url``, with the
+API key of ``--key``, env ``RISKSTREAM_API_KEY`` or ``DATA_DIR/admin.key`` (docs/auth.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import sys
 import time
@@ -86,7 +88,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="which patients, and when they arrive")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument(
+        "--key",
+        default=None,
+        help="API key with scopes ingest and read (default: env RISKSTREAM_API_KEY, else "
+        "the secret in DATA_DIR/admin.key, the key a first `riskstream serve` wrote)",
+    )
     return p
+
+
+def api_key(given: str | None) -> str | None:
+    """``--key``, else env ``RISKSTREAM_API_KEY``, else ``DATA_DIR/admin.key`` (DATA_DIR as
+    ``riskstream serve`` reads it: the environment, default ``riskstream-data``)."""
+    if given:
+        return given
+    if os.environ.get("RISKSTREAM_API_KEY"):
+        return os.environ["RISKSTREAM_API_KEY"]
+    path = Path(os.environ.get("DATA_DIR") or "riskstream-data") / "admin.key"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def load_patients(
@@ -206,11 +228,13 @@ def main(argv: list[str]) -> int:
         print(f"riskstream demo: no data at {data}", file=sys.stderr)
         return 2
 
-    client = httpx.Client(base_url=args.url.rstrip("/"), timeout=30.0)
+    key = api_key(args.key)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    client = httpx.Client(base_url=args.url.rstrip("/"), timeout=30.0, headers=headers)
     try:
         try:
             ready = client.get("/readyz")
-            manifest = client.get("/v1/model").json()
+            answer = client.get("/v1/model")
         except httpx.HTTPError as exc:
             print(
                 f"riskstream demo: no service at {args.url} ({exc}); "
@@ -221,6 +245,14 @@ def main(argv: list[str]) -> int:
         if ready.status_code != 200:
             print(f"riskstream demo: {args.url} is not ready: {ready.text[:300]}", file=sys.stderr)
             return 1
+        if answer.status_code in (401, 403):
+            print(
+                f"riskstream demo: {args.url} refused the key ({answer.status_code}): "
+                "pass --key (scopes ingest, read) or set RISKSTREAM_API_KEY",
+                file=sys.stderr,
+            )
+            return 1
+        manifest = answer.json()
         features = [f["name"] for f in manifest["features"]]
         outputs = [o["name"] for o in manifest["outputs"]]
         patients = load_patients(data, features, args.patients, args.seed, args.admit_every)

@@ -31,6 +31,7 @@ from app.bench.server import (
 
 MAX_DURATION_S = 600.0
 MAX_EVENTS = 50_000_000
+UNLIMITED = 1_000_000_000  # the own server's RATE_LIMIT_EVENTS_S and RATE_LIMIT_BURST
 
 
 @contextlib.contextmanager
@@ -40,6 +41,8 @@ def own_server(args: argparse.Namespace) -> Iterator[tuple[ServerProcess, Path]]
         env = {**os.environ, "DATA_DIR": str(Path(tmp) / "data")}
         env["BATCHING"] = "true" if args.batching else "false"
         env["KEY_PREFIX"] = args.key_prefix or f"bench-{uuid.uuid4().hex[:10]}"
+        # the key's rate limit still runs (its cost is measured) but never refuses the load
+        env["RATE_LIMIT_EVENTS_S"] = env["RATE_LIMIT_BURST"] = str(UNLIMITED)
         for name, value in (("REDIS_URL", args.redis_url), ("DATABASE_URL", args.database_url)):
             if value:
                 env[name] = value
@@ -54,6 +57,7 @@ def own_server(args: argparse.Namespace) -> Iterator[tuple[ServerProcess, Path]]
         )
         try:
             print(f"bench: server pid {server.pid} at {server.url}", file=sys.stderr, flush=True)
+            server.key = server.admin_key() or bench_key(server)
             yield server, Path(tmp)
         finally:
             server.stop()
@@ -67,8 +71,14 @@ def own_server(args: argparse.Namespace) -> Iterator[tuple[ServerProcess, Path]]
                 Path(args.server_log).write_bytes(log_path.read_bytes())
 
 
-def _features(url: str) -> list[str]:
-    r = httpx.get(f"{url}/v1/model", timeout=10)
+def bench_key(server: ServerProcess) -> str:
+    """A key of the bench's own (when the server's database held keys, so no admin.key)."""
+    return server.create_key(f"bench-{uuid.uuid4().hex[:10]}", ["ingest", "read"])
+
+
+def _features(url: str, key: str | None) -> list[str]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    r = httpx.get(f"{url}/v1/model", timeout=10, headers=headers)
     r.raise_for_status()
     return [f["name"] for f in r.json()["features"]]
 
@@ -80,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Bounded load test of the service; prints one JSON object.",
     )
     p.add_argument("--url", help="target a running server (127.0.0.1 only); default: start one")
+    p.add_argument(
+        "--key",
+        default=os.environ.get("RISKSTREAM_API_KEY") or None,
+        help="API key (scopes ingest, read) for --url; default: env RISKSTREAM_API_KEY. "
+        "Without --url: the started server's DATA_DIR/admin.key",
+    )
     p.add_argument("--mode", choices=("single", "bulk"), default="single")
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight")
     p.add_argument("--bulk-size", type=int, default=1000, help="events per bulk POST")
@@ -197,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             late_rate=args.late_rate,
             gap_mean_s=args.gap_mean,
             seed=args.seed,
-            features=_features(url),
+            features=_features(url, args.key),
             run_id=uuid.uuid4().hex[:8],
         )
         bench = Run(args, scenario, url)
@@ -229,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + (args.database_url.split(":", 1)[0] if args.database_url else "sqlite")
             )
             with own_server(args) as (server, folder):
+                args.key = server.key
                 result = run(server.url, backend, (server, folder))
     except (RuntimeError, httpx.HTTPError) as exc:
         print(f"bench: {exc}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 
 import httpx
 
@@ -13,11 +14,14 @@ class HttpError(Exception):
 
 
 class RawConnection:
-    """A minimal HTTP/1.1 keep-alive client connection: enough for this server, fast."""
+    """A minimal HTTP/1.1 keep-alive client connection: enough for this server, fast.
 
-    def __init__(self, host: str, port: int) -> None:
+    ``headers`` go on every request (e.g. ``Authorization: Bearer <key>``)."""
+
+    def __init__(self, host: str, port: int, headers: Mapping[str, str] | None = None) -> None:
         self.host, self.port = host, port
-        self._host_header = f"Host: {host}:{port}\r\n".encode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self._host_header = f"Host: {host}:{port}\r\n{extra}".encode()
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 

@@ -46,6 +46,8 @@ class Run:
         self.stop = False
         self.last_scored: dict[int, tuple[str, int]] = {}  # task -> (entity, step) last accepted
         self.accept_late = args.accept_late
+        key = getattr(args, "key", None)  # sent on every request, data and control alike
+        self.headers: dict[str, str] = {"Authorization": f"Bearer {key}"} if key else {}
 
     def record(self, latency: float, n_events: int) -> bool:
         """Count one request; False once the event budget is spent."""
@@ -183,17 +185,18 @@ class Run:
         n = args.concurrency
         shares = [patients[k::n] for k in range(n)]
         self._last_payload = {}
-        control = httpx.AsyncClient(base_url=self.url, timeout=30)
+        control = httpx.AsyncClient(base_url=self.url, timeout=30, headers=self.headers)
         data_client: httpx.AsyncClient | None = None
         if args.client == "httpx":
             data_client = httpx.AsyncClient(
                 base_url=self.url,
+                headers=self.headers,
                 timeout=args.request_timeout,
                 limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
             )
             conns: list[Any] = [HttpxConnection(data_client) for _ in range(n)]
         else:
-            conns = [RawConnection(self.host, self.port) for _ in range(n)]
+            conns = [RawConnection(self.host, self.port, self.headers) for _ in range(n)]
         task: Callable[[int, Any, list[Patient]], Coroutine[Any, Any, None]] = (
             self.single_task if args.mode == "single" else self.bulk_task
         )

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -29,6 +29,11 @@ class ServerProcess:
 
     ``env`` adds to this process's environment; with ``inherit=False`` it is the whole of it.
     The server runs in a session of its own, so ``stop`` can take its workers down with it.
+
+    Access control (docs/auth.md): on a first start the server writes its admin key's secret
+    to ``DATA_DIR/admin.key``; ``admin_key()`` reads it, ``create_key()`` makes another key
+    with the server's own settings, and ``headers`` carries ``key`` (the admin key unless
+    set) as ``Authorization: Bearer``, so a test or the bench talks to the server it started.
     """
 
     def __init__(
@@ -44,12 +49,16 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.env = {**os.environ, **env} if inherit else dict(env)
+        self.cwd = cwd
+        self.data_dir = cwd / self.env.get("DATA_DIR", "riskstream-data")
+        self.key: str | None = None
         self._log = log_path.open("ab")
         command = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--workers", str(workers), "--log-level", "warning"]
         self.process = subprocess.Popen(
             command,
-            env={**os.environ, **env} if inherit else dict(env),
+            env=self.env,
             cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -60,6 +69,34 @@ class ServerProcess:
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def admin_key(self) -> str | None:
+        """The secret the server wrote to ``DATA_DIR/admin.key`` on its first start, if any
+        (none when its database already held keys, or before the server wires access control)."""
+        try:
+            secret = (self.data_dir / "admin.key").read_text().strip()
+        except FileNotFoundError:
+            return None
+        return secret or None
+
+    def create_key(self, name: str, scopes: Sequence[str]) -> str:
+        """A new key made by ``riskstream keys create`` with this server's own settings."""
+        command = [sys.executable, "-m", "app.cli", "keys", "create", "--name", name]
+        for scope in scopes:
+            command += ["--scope", scope]
+        done = subprocess.run(
+            command, env=self.env, cwd=self.cwd, capture_output=True, timeout=60, check=False
+        )
+        lines = done.stdout.decode().strip().splitlines()
+        if done.returncode != 0 or not lines:
+            raise RuntimeError(f"riskstream keys create failed: {done.stderr.decode()[-2000:]}")
+        return lines[-1].strip()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """``Authorization: Bearer`` with ``key``, or else the admin key; empty with neither."""
+        key = self.key or self.admin_key()
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]

@@ -22,7 +22,10 @@ pytestmark = [
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    running = ServerProcess({"DATA_DIR": str(tmp_path / "data")}, tmp_path / "server.log")
+    unlimited = {"RATE_LIMIT_EVENTS_S": "1000000000", "RATE_LIMIT_BURST": "1000000000"}
+    running = ServerProcess(
+        {"DATA_DIR": str(tmp_path / "data"), **unlimited}, tmp_path / "server.log"
+    )
     try:
         yield running
     finally:
@@ -33,6 +36,10 @@ def test_locust_users_send_streams_and_every_answer_is_the_expected_one(
     server: ServerProcess,
 ) -> None:
     env = {"LOCUST_ENTITIES": "20", "LOCUST_DUP_RATE": "0.1", "LOCUST_LATE_RATE": "0.1"}
+    # the admin key of the server it started (after issue 12's wiring; before, no key is needed)
+    env["RISKSTREAM_API_KEY"] = server.admin_key() or server.create_key(
+        "locust", ["ingest", "read"]
+    )
     locust = [sys.executable, "-m", "locust", "-f", str(PROJECT_ROOT / "locustfile.py")]
     done = subprocess.run(
         [*locust, "--headless", "--host", server.url, "-u", "4", "-r", "4", "-t", "4s", "--json"],

@@ -27,6 +27,8 @@
     features: {},
     flash: new Set(),
     newestEvent: 0,
+    signedIn: false,
+    streamAbort: null, // aborts the stream's fetch (sign-out, a refused key)
   };
 
   // ---------- helpers ----------
@@ -36,16 +38,47 @@
     return u;
   }
 
+  // ---------- the API key (docs/auth.md) ----------
+  // Kept in sessionStorage (this tab only, gone when it closes), sent as a Bearer header on every
+  // call. `riskstream serve` prints a URL with the key in the fragment (#key=...), which never
+  // reaches a server: it is taken in here and removed from the address bar at once.
+  const KEY_ITEM = "riskstream.key";
+  const getKey = () => sessionStorage.getItem(KEY_ITEM);
+
+  function takeKeyFromURL() {
+    const h = new URLSearchParams(location.hash.slice(1));
+    const key = h.get("key");
+    if (key === null) return;
+    h.delete("key");
+    if (key.trim()) sessionStorage.setItem(KEY_ITEM, key.trim());
+    const rest = h.toString();
+    history.replaceState(null, "", `${location.pathname}${location.search}${rest ? `#${rest}` : ""}`);
+  }
+
+  function authHeaders(extra) {
+    const key = getKey();
+    return key ? { ...extra, Authorization: `Bearer ${key}` } : { ...extra };
+  }
+
+  class AuthError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+
+  async function errorMessage(res) {
+    try { return (await res.json()).error.message || `${res.status} ${res.statusText}`; } catch (_) { return `${res.status} ${res.statusText}`; }
+  }
+
   async function getJSON(path, params, etag) {
-    const headers = { Accept: "application/json" };
+    const headers = authHeaders({ Accept: "application/json" });
     if (etag) headers["If-None-Match"] = etag;
     const res = await fetch(url(path, params), { headers, cache: "no-store" });
     if (res.status === 304) return { notModified: true, etag };
-    if (!res.ok) {
-      let msg = `${res.status} ${res.statusText}`;
-      try { msg = (await res.json()).error.message || msg; } catch (_) { /* not JSON */ }
-      throw new Error(msg);
+    if (res.status === 401 || res.status === 403) {
+      const err = new AuthError(res.status, await errorMessage(res));
+      authFailed(err);
+      throw err;
     }
+    if (!res.ok) throw new Error(await errorMessage(res));
     return { body: await res.json(), etag: res.headers.get("ETag") };
   }
 
@@ -152,7 +185,7 @@
       renderWatchlist();
       if (!state.streamOpen) setConn("polling", "polling");
     } catch (err) {
-      setConn("down", `offline (${err.message})`);
+      if (!(err instanceof AuthError)) setConn("down", `offline (${err.message})`);
     }
   }
 
@@ -268,38 +301,79 @@
   }
 
   // ---------- live updates ----------
-  function connectStream() {
-    if (!("EventSource" in window)) { startPolling(POLL_MS_FALLBACK); return; }
-    const es = new EventSource(url("v1/stream"));
-    es.addEventListener("open", () => {
-      state.streamOpen = true;
-      setConn("live", "live");
-      startPolling(POLL_MS_SAFETY);
-      scheduleRefresh(); // catch up on anything missed while down
-    });
-    es.addEventListener("score", (ev) => {
-      let s;
-      try { s = JSON.parse(ev.data); } catch (_) { return; }
-      onScore(s);
-    });
-    es.addEventListener("error", (ev) => {
+  // EventSource cannot send a header, so the stream is read with fetch(): the key stays in the
+  // Authorization header, never in a URL. Reconnects resume with Last-Event-ID, as EventSource would.
+  const sleep = (ms, signal) => new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => { clearTimeout(t); resolve(); }, { once: true });
+  });
+
+  async function connectStream() {
+    state.streamAbort?.abort();
+    const ctrl = new AbortController();
+    state.streamAbort = ctrl;
+    const stream = { lastId: null, retryMs: 1000 };
+    let failures = 0;
+    while (!ctrl.signal.aborted) {
+      try {
+        const headers = authHeaders({ Accept: "text/event-stream" });
+        if (stream.lastId) headers["Last-Event-ID"] = stream.lastId;
+        const res = await fetch(url("v1/stream"), { headers, cache: "no-store", signal: ctrl.signal });
+        if (res.status === 401 || res.status === 403) { authFailed(new AuthError(res.status, await errorMessage(res))); return; }
+        if (!res.ok || !res.body) throw new Error(`${res.status}`);
+        failures = 0;
+        state.streamOpen = true;
+        setConn("live", "live");
+        startPolling(POLL_MS_SAFETY);
+        scheduleRefresh(); // catch up on anything missed while down
+        await readEvents(res.body, stream);
+      } catch (_) { /* the network, or an abort: decided below */ }
+      if (ctrl.signal.aborted) return;
       state.streamOpen = false;
-      if (ev.data) {
-        // the service's own `event: error` (e.g. the resume cursor expired): start afresh
-        es.close();
-        setConn("polling", "reconnecting…");
-        startPolling(POLL_MS_FALLBACK);
-        setTimeout(connectStream, 1000);
-        return;
-      }
       startPolling(POLL_MS_FALLBACK);
-      if (es.readyState === EventSource.CLOSED) {
-        setConn("polling", "polling");
-        setTimeout(connectStream, 30000); // the stream may come back (e.g. after a restart)
-      } else {
-        setConn("polling", "reconnecting…");
+      failures += 1;
+      setConn("polling", failures > 5 ? "polling" : "reconnecting…");
+      // the stream may come back (e.g. after a restart): back off up to 30 s
+      await sleep(Math.min(30000, stream.retryMs * 2 ** Math.min(failures - 1, 5)), ctrl.signal);
+    }
+  }
+
+  // Server-Sent Events, parsed by hand: `id:`, `event:`, `data:`, `retry:`; `:` lines are comments.
+  async function readEvents(body, stream) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += value.replace(/\r\n?/g, "\n");
+      let end;
+      while ((end = buf.indexOf("\n\n")) >= 0) {
+        const block = buf.slice(0, end);
+        buf = buf.slice(end + 2);
+        const msg = { event: "message", data: [] };
+        for (const line of block.split("\n")) {
+          if (!line || line.startsWith(":")) continue;
+          const i = line.indexOf(":");
+          const field = i < 0 ? line : line.slice(0, i);
+          const val = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+          if (field === "id") stream.lastId = val;
+          else if (field === "event") msg.event = val;
+          else if (field === "data") msg.data.push(val);
+          else if (field === "retry" && /^\d+$/.test(val)) stream.retryMs = Number(val);
+        }
+        if (!msg.data.length) continue;
+        if (msg.event === "score") {
+          let s;
+          try { s = JSON.parse(msg.data.join("\n")); } catch (_) { continue; }
+          onScore(s);
+        } else if (msg.event === "error") {
+          // the service's own `event: error` (e.g. the resume cursor expired): start afresh
+          stream.lastId = null;
+          await reader.cancel();
+          return;
+        }
       }
-    });
+    }
   }
 
   function onScore(s) {
@@ -353,7 +427,7 @@
       if (ent.following || ent.sel < 0) ent.sel = ent.scores.length - 1;
       renderDetail();
     } catch (err) {
-      if (state.entity === ent) $("detail-meta").textContent = `Could not load the history: ${err.message}`;
+      if (state.entity === ent && !(err instanceof AuthError)) $("detail-meta").textContent = `Could not load the history: ${err.message}`;
     } finally {
       ent.loading = false;
       if (ent.again && state.entity === ent) { ent.again = false; scheduleHistory(); }
@@ -566,13 +640,81 @@
     setInterval(() => { if (state.rows.length) renderWatchlist(); }, 10000);
   }
 
-  async function start() {
-    wire();
+  // ---------- signing in and out ----------
+  function stopAll() {
+    state.streamAbort?.abort();
+    state.streamAbort = null;
+    state.streamOpen = false;
+    clearInterval(state.pollTimer);
+    clearTimeout(state.refreshTimer);
+    clearTimeout(state.historyTimer);
+    state.pollTimer = state.refreshTimer = null;
+  }
+
+  function showSignIn(message) {
+    stopAll();
+    state.signedIn = false;
+    state.rows = [];
+    state.etag = null;
+    state.entity = null;
+    $("watchlist-body").replaceChildren();
+    $("charts").replaceChildren();
+    $("event").hidden = true;
+    $("detail-title").textContent = "Select an entity";
+    document.body.classList.add("signed-out");
+    $("signin").hidden = false;
+    $("signout").hidden = true;
+    $("signin-error").textContent = message || "";
+    $("signin-error").hidden = !message;
+    setConn("down", "signed out");
+    $("signin-key").value = "";
+    $("signin-key").focus();
+  }
+
+  // A 401 (no key, an unknown or revoked one) or a 403 (a key without the `read` scope): the
+  // dashboard cannot show anything, so it asks for a key and says why, instead of failing quietly.
+  function authFailed(err) {
+    if (!state.signedIn && !$("signin").hidden) return; // already asking
+    sessionStorage.removeItem(KEY_ITEM); // refused, or of no use here: not kept for a reload
+    if (err.status === 401) {
+      showSignIn(`This key was not accepted (${err.message}). Paste another one.`);
+    } else {
+      showSignIn(`This key lacks a scope the dashboard needs (read): ${err.message}`);
+    }
+  }
+
+  function signOut() {
+    sessionStorage.removeItem(KEY_ITEM);
+    showSignIn("");
+    announce("Signed out");
+  }
+
+  function wireSignIn() {
+    $("signin").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const key = $("signin-key").value.trim();
+      if (!key) { $("signin-error").textContent = "Paste an API key."; $("signin-error").hidden = false; return; }
+      sessionStorage.setItem(KEY_ITEM, key);
+      $("signin-key").value = "";
+      boot();
+    });
+    $("signout").addEventListener("click", signOut);
+  }
+
+  async function boot() {
+    stopAll();
+    if (!getKey()) { showSignIn(""); return; }
+    state.signedIn = true;
+    $("signin").hidden = true;
+    $("signout").hidden = false;
+    document.body.classList.remove("signed-out");
+    setConn("connecting", "connecting…");
     const wanted = readHash();
     try {
       const r = await getJSON("v1/model");
       state.model = r.body;
     } catch (err) {
+      if (err instanceof AuthError) return; // the sign-in form says why
       state.model = { outputs: [], features: [] };
       setConn("down", `offline (${err.message})`);
     }
@@ -584,9 +726,13 @@
     sel.replaceChildren(...state.outputs.map((o) => el("option", { value: o, selected: o === state.output }, describeOutput(o))));
     if (state.model.name) $("model").textContent = `${state.model.name} ${state.model.version}`;
     await refreshWatchlist();
+    if (!state.signedIn) return;
     connectStream();
-    if (wanted.entity) openEntity(wanted.entity);
+    if (wanted.entity && state.entity?.id !== wanted.entity) openEntity(wanted.entity);
   }
 
-  start();
+  takeKeyFromURL();
+  wire();
+  wireSignIn();
+  boot();
 })();
