@@ -227,8 +227,8 @@ def worst(splits: dict) -> dict:
 
 def table(res: dict) -> str:
     lines = [
-        "| split | held-out test patients | hours | AKI prevalence | network AUROC | LightGBM AUROC "
-        "| network AUPRC | LightGBM AUPRC |",
+        "| split | held-out test patients | hours | AKI prevalence "
+        "| network AUROC | LightGBM AUROC | network AUPRC | LightGBM AUPRC |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     rows = list(res["splits"].items()) + ([("pooled", res["pooled"])] if "pooled" in res else [])

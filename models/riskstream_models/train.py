@@ -293,24 +293,52 @@ def test_report(model, prep) -> dict:
     return rep
 
 
-def isotonic_knots(z: np.ndarray, y: np.ndarray, knots: int, min_gap: float = 0.02):
-    """Isotonic regression of y on the logit z, as `knots` piecewise-linear knots (xs, ys).
+def isotonic_knots(
+    z: np.ndarray, y: np.ndarray, knots: int, min_gap: float = 0.02, tail: float = 8.0
+):
+    """Interpolated isotonic regression of y on the logit z: `knots` knots (xs, ys), strictly
+    increasing in both, for the in-graph piecewise-linear calibration.
 
-    Knots sit at quantiles of z at least `min_gap` apart, so the slope stays bounded and float
-    noise in z is not amplified; padded by repeating the last knot."""
+    A plain isotonic fit is a step function: it maps ranges of scores to one value, so different
+    risks show as the same percentage and their order is lost. Here candidate knots sit at
+    quantiles of z at least `min_gap` apart (the slope stays bounded, float noise in z is not
+    amplified); each run of knots on one isotonic step is replaced by one knot at the run's
+    middle, so interpolating between the steps' middles is strictly increasing. Values are kept
+    strictly inside (0, 1), and a knot `tail` logits beyond each end (halfway to 0 and to 1)
+    keeps the function increasing past the calibration data. Padded by repeating the last knot
+    (zero-width segments add nothing)."""
     iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(z, y)
-    xs = [float(np.min(z))]
+    cand = [float(np.min(z))]
     for q in np.quantile(z, np.linspace(0, 1, knots)):
-        if q - xs[-1] >= min_gap:
-            xs.append(float(q))
-    xs = np.array(xs[:knots])
-    ys = iso.predict(xs)
-    pad = knots - len(xs)
-    return np.r_[xs, np.full(pad, xs[-1])], np.r_[ys, np.full(pad, ys[-1])]
+        if q - cand[-1] >= min_gap:
+            cand.append(float(q))
+    cand_x = np.array(cand)
+    cand_y = iso.predict(cand_x)
+    xs: list[float] = []
+    ys: list[float] = []
+    i = 0
+    while i < len(cand_x):  # one knot per isotonic step: the middle of its run of candidates
+        j = i
+        while j + 1 < len(cand_x) and cand_y[j + 1] == cand_y[i]:
+            j += 1
+        xs.append(0.5 * (cand_x[i] + cand_x[j]))
+        ys.append(float(cand_y[i]))
+        i = j + 1
+    keep = knots - 2
+    if len(xs) > keep:  # thin evenly, always keeping both ends
+        pick = np.unique(np.round(np.linspace(0, len(xs) - 1, keep)).astype(int))
+        xs, ys = [xs[k] for k in pick], [ys[k] for k in pick]
+    eps = 1e-3
+    yv = np.asarray(ys) * (1 - 2 * eps) + eps
+    xv = np.r_[xs[0] - tail, xs, xs[-1] + tail]
+    yv = np.r_[yv[0] / 2, yv, (yv[-1] + 1) / 2]
+    pad = knots - len(xv)
+    return np.r_[xv, np.full(pad, xv[-1])], np.r_[yv, np.full(pad, yv[-1])]
 
 
 def calibrate(model, prep, knots: int) -> None:
-    """Fit isotonic calibration of every output on the calib split and store it in the graph."""
+    """Fit interpolated isotonic calibration (strictly increasing) of every output on the calib
+    split and store it in the graph."""
     z, rows = logits_for(model, prep, prep.split["calib"])
     keep = prep.keep[rows]
     for k, (zz, y) in enumerate([(z[keep, 0], prep.aki[rows][keep]), (z[:, 1], prep.sepsis[rows])]):
