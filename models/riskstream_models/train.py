@@ -27,7 +27,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm import tqdm
 
-from .data import FEATURES, aki_labels, load_events, make_labels
+from .data import FEATURES, aki_labels, load_events, make_labels, measured_share
 from .dataset import derived_features, fit_normalisation, length_batches
 from .export import SAMPLE
 from .metrics import aki_report
@@ -41,6 +41,9 @@ DEFAULTS = {
         "name": "PhysioNet/CinC 2019 training set A",
         "split_seed": 0,
         "subsample": 1.0,
+        # inputs measured in under this share of the training split's hours are ignored by the
+        # model (model.ignored_features, listed in the manifest); 0 = ignore none
+        "ignore_below": 0.0,
     },
     "model": {},
     "train": {
@@ -79,6 +82,15 @@ def load_config(path: str | None, overrides: list[str]) -> dict:
         else:
             cfg[sec] = val
     return cfg
+
+
+def rarely_measured(data: dict, features: list[str]) -> list[str]:
+    """The features measured in under data["ignore_below"] of the training split's hours."""
+    d = data
+    ev = load_events(d["path"], d["entity"], d["time"], features)
+    rows = ev.rows(ev.split(d["split_seed"])["train"])
+    share = measured_share(ev, rows)
+    return [f for f in features if share[f] < d["ignore_below"]]
 
 
 class Prepared:
@@ -123,8 +135,16 @@ class Prepared:
     def cached_features(self, model: RiskModel) -> np.ndarray:
         mem = model.memory
         key = hashlib.sha256(self.ev.fingerprint.encode())
-        memory_keys = ("features", "memory", "key_labs", "ring_hours", "ema_hours", "key_windows")
-        mcfg = {k: v for k, v in model.cfg.to_dict().items() if k in memory_keys}
+        memory_keys = (
+            "features",
+            "memory",
+            "key_labs",
+            "ring_hours",
+            "ema_hours",
+            "key_windows",
+            "ignored_features",
+        )
+        mcfg = {k: v for k, v in model.cfg.to_dict().items() if k in memory_keys and v != []}
         key.update(json.dumps(mcfg, sort_keys=True).encode())
         for b in (mem.x_mean, mem.x_std, mem.d_mean, mem.d_std):
             key.update(b.numpy().tobytes())
@@ -353,6 +373,9 @@ def run(cfg: dict) -> dict:
     tc = cfg["train"]
     torch.manual_seed(tc["seed"])
     rng = np.random.default_rng(tc["seed"])
+    if cfg["data"].get("ignore_below", 0.0) > 0 and "ignored_features" not in cfg["model"]:
+        cfg["model"]["ignored_features"] = rarely_measured(cfg["data"], FEATURES)
+        print("ignored (rarely measured in training hours):", cfg["model"]["ignored_features"])
     model = RiskModel(ModelConfig(features=FEATURES, **cfg["model"]))
     t0 = time.time()
     prep = Prepared(cfg, model)
