@@ -117,6 +117,7 @@ def run(
     splits: list[str] | None = None,
     pooled: bool = True,
     threads: int = 2,
+    lightgbm_from: str | None = None,
 ) -> dict:
     from .baselines import fit_lgb, history_features
 
@@ -128,24 +129,28 @@ def run(
     groups = entity_groups(ev)
     part = ev.split(seed)
     in_part = {k: np.isin(np.arange(len(ev.starts) - 1), v) for k, v in part.items()}
-    X = history_features(ev).to_numpy(np.float32)
-    print(
-        f"{X.shape[1]} history features, {len(ev.starts) - 1} entities, {time.time() - t0:.0f} s",
-        file=sys.stderr,
-        flush=True,
-    )
     # the network's risks on the test split, once per artifact
     test_idx = part["test"]
     test_ev = subset(ev, test_idx)
     test_rows = ev.rows(test_idx)
     cache: dict[str, np.ndarray] = {}
+    # LightGBM's rows do not depend on the network: reuse them from an earlier result.json
+    prior = json.loads(Path(lightgbm_from).read_text()) if lightgbm_from else None
+    if prior is None:
+        X = history_features(ev).to_numpy(np.float32)
+        print(
+            f"{X.shape[1]} history features, {len(ev.starts) - 1} entities, "
+            f"{time.time() - t0:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def net(mdir: str) -> np.ndarray:
         if mdir not in cache:
             cache[mdir] = network_risk(mdir, test_ev)
         return cache[mdir]
 
-    def score(held: np.ndarray, train_side: np.ndarray, mdir: str) -> dict:
+    def score(held: np.ndarray, train_side: np.ndarray, mdir: str, name: str) -> dict:
         """held/train_side: (E,) entity masks. Network and LightGBM on held ∩ test."""
         te_ent = np.flatnonzero(held & in_part["test"])
         sel = np.isin(test_idx, te_ent)  # entities of test_ev held out
@@ -156,10 +161,19 @@ def run(
         tr = ev.rows(np.flatnonzero(train_side & in_part["train"]))
         va = ev.rows(np.flatnonzero(train_side & in_part["val"]))
         tr, va = tr[keep[tr]], va[keep[va]]
-        t1 = time.time()
-        booster = fit_lgb(X[tr], label[tr], X[va], label[va], seed, threads)
-        p_lgb = booster.predict(X[rows], num_iteration=booster.best_iteration)
-        lgb_s = time.time() - t1
+        if prior is not None:
+            old = prior["pooled"] if name == "pooled" else prior["splits"][name]
+            assert old["test_entities"] == len(te_ent) and prior["seed"] == seed, "another split"
+            lgb = {k: old[k] for k in ("lightgbm", "lightgbm_seconds", "lightgbm_trees")}
+        else:
+            t1 = time.time()
+            booster = fit_lgb(X[tr], label[tr], X[va], label[va], seed, threads)
+            p_lgb = booster.predict(X[rows], num_iteration=booster.best_iteration)
+            lgb = {
+                "lightgbm": _metrics(p_lgb.astype(np.float32), y, k, sub, o),
+                "lightgbm_seconds": round(time.time() - t1, 1),
+                "lightgbm_trees": int(booster.best_iteration),
+            }
         res = {
             "test_entities": len(te_ent),
             "test_hours": int(k.sum()),
@@ -167,9 +181,7 @@ def run(
             "train_entities": int((train_side & in_part["train"]).sum()),
             "network_model": mdir,
             "network": _metrics(net(mdir)[rows_mask], y, k, sub, o),
-            "lightgbm": _metrics(p_lgb.astype(np.float32), y, k, sub, o),
-            "lightgbm_seconds": round(lgb_s, 1),
-            "lightgbm_trees": int(booster.best_iteration),
+            **lgb,
         }
         print(
             json.dumps(
@@ -188,13 +200,13 @@ def run(
         group, desc = SPLITS[name]
         print(f"{name}: {desc}", file=sys.stderr, flush=True)
         held = groups[group]
-        r = score(held, ~held, model_for.get(name, model))
+        r = score(held, ~held, model_for.get(name, model), name)
         r["description"] = desc
         res["splits"][name] = r
     if pooled:
         everyone = np.ones(len(ev.starts) - 1, bool)
         print("pooled: the whole test split", file=sys.stderr, flush=True)
-        res["pooled"] = score(everyone, everyone, model)
+        res["pooled"] = score(everyone, everyone, model, "pooled")
     res["worst"] = worst(res["splits"])
     res["seconds"] = round(time.time() - t0, 1)
     if out:
@@ -295,6 +307,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-pooled", action="store_true", help="skip the pooled test-split row")
     ap.add_argument("--threads", type=int, default=2, help="LightGBM threads")
     ap.add_argument(
+        "--lightgbm-from",
+        metavar="RESULT",
+        help="reuse the LightGBM rows of an earlier result.json (same data and seed) instead of "
+        "fitting them again: they do not depend on the network",
+    )
+    ap.add_argument(
         "--write-splits", metavar="DIR", help="also write each split's patients to DIR/*.json"
     )
     args = ap.parse_args(argv)
@@ -313,6 +331,7 @@ def main(argv=None) -> int:
         args.split,
         not args.no_pooled,
         args.threads,
+        args.lightgbm_from,
     )
     print(table(res))
     return 0

@@ -59,3 +59,15 @@ def test_pseudosite_end_to_end_on_sample(tmp_path, capsys):
         assert set(doc["test"]) == set(ents[g[group] & test])
     assert res["pooled"]["test_entities"] == int(test.sum())
     assert res["worst"]["network_auroc"]["split"] in SPLITS
+    # a second network reuses those LightGBM rows (they do not depend on the network)
+    again = tmp_path / "again"
+    argv = ["--model", TINY, "--data", SAMPLE, "--out", str(again), "--no-pooled"]
+    assert main([*argv, "--lightgbm-from", str(out / "result.json")]) == 0
+    res2 = json.loads((again / "result.json").read_text())
+    for name in SPLITS:
+        assert json.dumps(res2["splits"][name]["lightgbm"]) == json.dumps(
+            res["splits"][name]["lightgbm"]
+        )
+        assert json.dumps(res2["splits"][name]["network"]) == json.dumps(
+            res["splits"][name]["network"]
+        )
