@@ -52,12 +52,14 @@ def test_pseudosite_end_to_end_on_sample(tmp_path, capsys):
         # evaluated on the held-out group's TEST patients only; LightGBM fitted on the rest
         assert r["test_entities"] == int((g[group] & test).sum())
         assert r["train_entities"] == int((~g[group] & train).sum())
-        for m in ("network", "lightgbm"):
+        for m in ("network", "lightgbm", "lightgbm_pooled"):
             assert np.isnan(r[m]["auroc"]) or 0.0 <= r[m]["auroc"] <= 1.0
         doc = json.loads((tmp_path / "splits" / f"{name}.json").read_text())
         assert not set(doc["train"]) & set(doc["test"])
         assert set(doc["test"]) == set(ents[g[group] & test])
     assert res["pooled"]["test_entities"] == int(test.sum())
+    # on the pooled row the two LightGBM models are the same one
+    assert json.dumps(res["pooled"]["lightgbm"]) == json.dumps(res["pooled"]["lightgbm_pooled"])
     assert res["worst"]["network_auroc"]["split"] in SPLITS
     # a second network reuses those LightGBM rows (they do not depend on the network)
     again = tmp_path / "again"
