@@ -44,6 +44,10 @@ DEFAULTS = {
         # inputs measured in under this share of the training split's hours are ignored by the
         # model (model.ignored_features, listed in the manifest); 0 = ignore none
         "ignore_below": 0.0,
+        # a pseudo-site's training side (`pseudosite --write-splits DIR` -> DIR/<split>.json):
+        # train/val/calib keep only its patients, to retrain the network without the held-out
+        # group; the test split is unchanged (pseudosite evaluates the held-out part of it)
+        "site_split": None,
     },
     "model": {},
     "train": {
@@ -102,6 +106,11 @@ class Prepared:
         self.aki, self.keep, self.onset = make_labels(self.ev)
         self.sepsis = self.ev.sepsis if self.ev.sepsis is not None else np.zeros_like(self.aki)
         self.split = self.ev.split(d["split_seed"])
+        if d.get("site_split"):
+            side = json.loads(Path(d["site_split"]).read_text())
+            ents = self.ev.entities()
+            for k in ("train", "val", "calib"):
+                self.split[k] = self.split[k][np.isin(ents[self.split[k]], side[k])]
         if d["subsample"] < 1.0:  # a reduced training budget for comparison rows
             rng = np.random.default_rng(d["split_seed"])
             tr = self.split["train"]

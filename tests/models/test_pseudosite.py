@@ -1,6 +1,7 @@
 """pseudosite: held-out groups of set A (unit, record start), network (ONNX) vs LightGBM."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -73,3 +74,29 @@ def test_pseudosite_end_to_end_on_sample(tmp_path, capsys):
         assert json.dumps(res2["splits"][name]["network"]) == json.dumps(
             res["splits"][name]["network"]
         )
+
+
+def test_training_on_a_pseudo_site_side(tmp_path, monkeypatch):
+    """train.py's data.site_split keeps only the split's training side (to retrain per split)."""
+    pytest.importorskip("torch")
+    from models.riskstream_models.model import ModelConfig, RiskModel
+    from models.riskstream_models.pseudosite import write_splits
+    from models.riskstream_models.train import Prepared, load_config
+
+    sample = str(Path(SAMPLE).resolve())
+    monkeypatch.chdir(tmp_path)
+    write_splits(sample, "splits")
+    cfg = load_config(None, [f"data.path={sample}", "data.site_split=splits/sicu_held_out.json"])
+    model = RiskModel(
+        ModelConfig(
+            features=load_events(sample).features, hidden=8, head_hidden=8, key_labs=["Creatinine"]
+        )
+    )
+    prep = Prepared(cfg, model)
+    ents = prep.ev.entities()
+    sicu = entity_groups(prep.ev)["sicu"]
+    full = split_entities(ents, 0)
+    for k in ("train", "val", "calib"):
+        assert not sicu[prep.split[k]].any()
+        assert set(ents[prep.split[k]]) == set(full[k]) - set(ents[sicu])
+    assert set(ents[prep.split["test"]]) == set(full["test"])
