@@ -282,10 +282,10 @@ def table(res: dict) -> str:
     for key, what in (
         ("network_auroc", "network, lowest AUROC"),
         ("network_auprc", "network, lowest AUPRC"),
-        ("lightgbm_auroc", "LightGBM, lowest AUROC"),
-        ("lightgbm_auprc", "LightGBM, lowest AUPRC"),
-        ("lightgbm_lead_auroc", "largest LightGBM lead in AUROC"),
-        ("lightgbm_lead_auprc", "largest LightGBM lead in AUPRC"),
+        ("lightgbm_auroc", "LightGBM (complement), lowest AUROC"),
+        ("lightgbm_auprc", "LightGBM (complement), lowest AUPRC"),
+        ("lightgbm_lead_auroc", "largest lead of LightGBM (complement) in AUROC"),
+        ("lightgbm_lead_auprc", "largest lead of LightGBM (complement) in AUPRC"),
     ):
         if key in w:
             v = w[key]["value"]
