@@ -187,6 +187,13 @@ def load_events(
     )
 
 
+def measured_share(ev: EventTable, rows: np.ndarray | None = None) -> dict[str, float]:
+    """Per feature, the share of events (rows, default all) in which it was measured."""
+    x = ev.x if rows is None else ev.x[rows]
+    seen = (~np.isnan(x)).mean(axis=0) if len(x) else np.zeros(len(ev.features))
+    return {f: float(s) for f, s in zip(ev.features, seen, strict=True)}
+
+
 def aki_onsets(t: np.ndarray, creat: np.ndarray) -> np.ndarray:
     """(T,) bool: KDIGO-style AKI onset at each event of one entity.
 

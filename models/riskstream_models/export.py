@@ -134,6 +134,7 @@ def manifest(
         "version": version,
         "features": feats,
         "outputs": outs,
+        **({"ignored_features": list(cfg.ignored_features)} if cfg.ignored_features else {}),
         "states": [{"name": n, "shape": s} for n, s in cfg.state_shapes().items()],
         "cell": {
             "type": cfg.cell,

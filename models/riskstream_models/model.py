@@ -61,6 +61,9 @@ class ModelConfig:
     ema_hours: list[float] = field(default_factory=list)
     key_windows: list[int] = field(default_factory=list)  # extra key-lab windows (hours)
     calibration: str = "none"  # none | isotonic | platt (set when fitted)
+    # inputs the model ignores (e.g. seen in under 1% of training hours): read as never measured,
+    # in training and inside the exported step, so a site that measures them changes nothing
+    ignored_features: list[str] = field(default_factory=list)
     calib_knots: int = 256
 
     @property
@@ -123,6 +126,13 @@ class FeatureMemory(nn.Module):
             torch.tensor([cfg.features.index(k) for k in cfg.key_labs[:K]], dtype=torch.long),
         )
         self.register_buffer("slot", torch.arange(R, dtype=torch.float32))  # (R,)
+        unknown = set(cfg.ignored_features) - set(cfg.features)
+        assert not unknown, f"ignored_features not among the features: {sorted(unknown)}"
+        self.register_buffer(
+            "ignored",
+            torch.tensor([f in cfg.ignored_features for f in cfg.features], dtype=torch.bool),
+            persistent=False,  # follows from the config
+        )
         self.creat = (
             cfg.key_labs.index("Creatinine") if cfg.memory and "Creatinine" in cfg.key_labs else -1
         )
@@ -168,8 +178,15 @@ class FeatureMemory(nn.Module):
             out += [w2, mean, age, m2, co]
         return out
 
+    def ignore(self, x):
+        """x (B, F) with the ignored inputs set to NaN (not measured); x itself without any."""
+        if not self.cfg.ignored_features:
+            return x
+        return torch.where(self.ignored, torch.full_like(x, float("nan")), x)
+
     def update(self, x, dt, m):
         """x (B, F) raw with NaN, dt (B, 1), m (B, M) -> new m (B, M)."""
+        x = self.ignore(x)
         clock, last, seen, since, count, prev, first, bmin, bmax, bobs = self.unpack(m)
         obs = (~torch.isnan(x)).to(x.dtype)  # (B, F)
         x0 = torch.where(obs > 0, x, torch.zeros_like(x))
@@ -222,6 +239,7 @@ class FeatureMemory(nn.Module):
 
     def derived_raw(self, x, dt, m):
         """The derived features before standardisation (B, D)."""
+        x = self.ignore(x)
         obs = (~torch.isnan(x)).to(x.dtype)
         xv = torch.where(obs > 0, (x - self.x_mean) / self.x_std, torch.zeros_like(x))  # (B, F)
         parts = [xv, obs, torch.log1p(dt.clamp(min=0))]

@@ -27,7 +27,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm import tqdm
 
-from .data import FEATURES, aki_labels, load_events, make_labels
+from .data import FEATURES, aki_labels, load_events, make_labels, measured_share
 from .dataset import derived_features, fit_normalisation, length_batches
 from .export import SAMPLE
 from .metrics import aki_report
@@ -41,6 +41,13 @@ DEFAULTS = {
         "name": "PhysioNet/CinC 2019 training set A",
         "split_seed": 0,
         "subsample": 1.0,
+        # inputs measured in under this share of the training split's hours are ignored by the
+        # model (model.ignored_features, listed in the manifest); 0 = ignore none
+        "ignore_below": 0.0,
+        # a pseudo-site's training side (`pseudosite --write-splits DIR` -> DIR/<split>.json):
+        # train/val/calib keep only its patients, to retrain the network without the held-out
+        # group; the test split is unchanged (pseudosite evaluates the held-out part of it)
+        "site_split": None,
     },
     "model": {},
     "train": {
@@ -81,6 +88,15 @@ def load_config(path: str | None, overrides: list[str]) -> dict:
     return cfg
 
 
+def rarely_measured(data: dict, features: list[str]) -> list[str]:
+    """The features measured in under data["ignore_below"] of the training split's hours."""
+    d = data
+    ev = load_events(d["path"], d["entity"], d["time"], features)
+    rows = ev.rows(ev.split(d["split_seed"])["train"])
+    share = measured_share(ev, rows)
+    return [f for f in features if share[f] < d["ignore_below"]]
+
+
 class Prepared:
     """Events, labels, splits and cached derived features for one data set + memory config."""
 
@@ -90,6 +106,11 @@ class Prepared:
         self.aki, self.keep, self.onset = make_labels(self.ev)
         self.sepsis = self.ev.sepsis if self.ev.sepsis is not None else np.zeros_like(self.aki)
         self.split = self.ev.split(d["split_seed"])
+        if d.get("site_split"):
+            side = json.loads(Path(d["site_split"]).read_text())
+            ents = self.ev.entities()
+            for k in ("train", "val", "calib"):
+                self.split[k] = self.split[k][np.isin(ents[self.split[k]], side[k])]
         if d["subsample"] < 1.0:  # a reduced training budget for comparison rows
             rng = np.random.default_rng(d["split_seed"])
             tr = self.split["train"]
@@ -123,8 +144,16 @@ class Prepared:
     def cached_features(self, model: RiskModel) -> np.ndarray:
         mem = model.memory
         key = hashlib.sha256(self.ev.fingerprint.encode())
-        memory_keys = ("features", "memory", "key_labs", "ring_hours", "ema_hours", "key_windows")
-        mcfg = {k: v for k, v in model.cfg.to_dict().items() if k in memory_keys}
+        memory_keys = (
+            "features",
+            "memory",
+            "key_labs",
+            "ring_hours",
+            "ema_hours",
+            "key_windows",
+            "ignored_features",
+        )
+        mcfg = {k: v for k, v in model.cfg.to_dict().items() if k in memory_keys and v != []}
         key.update(json.dumps(mcfg, sort_keys=True).encode())
         for b in (mem.x_mean, mem.x_std, mem.d_mean, mem.d_std):
             key.update(b.numpy().tobytes())
@@ -293,24 +322,52 @@ def test_report(model, prep) -> dict:
     return rep
 
 
-def isotonic_knots(z: np.ndarray, y: np.ndarray, knots: int, min_gap: float = 0.02):
-    """Isotonic regression of y on the logit z, as `knots` piecewise-linear knots (xs, ys).
+def isotonic_knots(
+    z: np.ndarray, y: np.ndarray, knots: int, min_gap: float = 0.02, tail: float = 8.0
+):
+    """Interpolated isotonic regression of y on the logit z: `knots` knots (xs, ys), strictly
+    increasing in both, for the in-graph piecewise-linear calibration.
 
-    Knots sit at quantiles of z at least `min_gap` apart, so the slope stays bounded and float
-    noise in z is not amplified; padded by repeating the last knot."""
+    A plain isotonic fit is a step function: it maps ranges of scores to one value, so different
+    risks show as the same percentage and their order is lost. Here candidate knots sit at
+    quantiles of z at least `min_gap` apart (the slope stays bounded, float noise in z is not
+    amplified); each run of knots on one isotonic step is replaced by one knot at the run's
+    middle, so interpolating between the steps' middles is strictly increasing. Values are kept
+    strictly inside (0, 1), and a knot `tail` logits beyond each end (halfway to 0 and to 1)
+    keeps the function increasing past the calibration data. Padded by repeating the last knot
+    (zero-width segments add nothing)."""
     iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(z, y)
-    xs = [float(np.min(z))]
+    cand = [float(np.min(z))]
     for q in np.quantile(z, np.linspace(0, 1, knots)):
-        if q - xs[-1] >= min_gap:
-            xs.append(float(q))
-    xs = np.array(xs[:knots])
-    ys = iso.predict(xs)
-    pad = knots - len(xs)
-    return np.r_[xs, np.full(pad, xs[-1])], np.r_[ys, np.full(pad, ys[-1])]
+        if q - cand[-1] >= min_gap:
+            cand.append(float(q))
+    cand_x = np.array(cand)
+    cand_y = iso.predict(cand_x)
+    xs: list[float] = []
+    ys: list[float] = []
+    i = 0
+    while i < len(cand_x):  # one knot per isotonic step: the middle of its run of candidates
+        j = i
+        while j + 1 < len(cand_x) and cand_y[j + 1] == cand_y[i]:
+            j += 1
+        xs.append(0.5 * (cand_x[i] + cand_x[j]))
+        ys.append(float(cand_y[i]))
+        i = j + 1
+    keep = knots - 2
+    if len(xs) > keep:  # thin evenly, always keeping both ends
+        pick = np.unique(np.round(np.linspace(0, len(xs) - 1, keep)).astype(int))
+        xs, ys = [xs[k] for k in pick], [ys[k] for k in pick]
+    eps = 1e-3
+    yv = np.asarray(ys) * (1 - 2 * eps) + eps
+    xv = np.r_[xs[0] - tail, xs, xs[-1] + tail]
+    yv = np.r_[yv[0] / 2, yv, (yv[-1] + 1) / 2]
+    pad = knots - len(xv)
+    return np.r_[xv, np.full(pad, xv[-1])], np.r_[yv, np.full(pad, yv[-1])]
 
 
 def calibrate(model, prep, knots: int) -> None:
-    """Fit isotonic calibration of every output on the calib split and store it in the graph."""
+    """Fit interpolated isotonic calibration (strictly increasing) of every output on the calib
+    split and store it in the graph."""
     z, rows = logits_for(model, prep, prep.split["calib"])
     keep = prep.keep[rows]
     for k, (zz, y) in enumerate([(z[keep, 0], prep.aki[rows][keep]), (z[:, 1], prep.sepsis[rows])]):
@@ -325,6 +382,9 @@ def run(cfg: dict) -> dict:
     tc = cfg["train"]
     torch.manual_seed(tc["seed"])
     rng = np.random.default_rng(tc["seed"])
+    if cfg["data"].get("ignore_below", 0.0) > 0 and "ignored_features" not in cfg["model"]:
+        cfg["model"]["ignored_features"] = rarely_measured(cfg["data"], FEATURES)
+        print("ignored (rarely measured in training hours):", cfg["model"]["ignored_features"])
     model = RiskModel(ModelConfig(features=FEATURES, **cfg["model"]))
     t0 = time.time()
     prep = Prepared(cfg, model)

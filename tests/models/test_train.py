@@ -33,6 +33,42 @@ def test_train_export_evaluate(tmp_path, monkeypatch):
     # the ONNX evaluation ranks like the torch model (strictly increasing calibration)
     assert abs(man["evaluation"]["aki_48h"]["auroc"] - res["test"]["aki_auroc"]) < 1e-4
     assert (tmp_path / "run" / "model.pt").exists() and (tmp_path / "run" / "config.json").exists()
+    assert_exported_calibration_keeps_order(tmp_path / "run" / "model.pt", tmp_path / "art")
+
+
+def assert_exported_calibration_keeps_order(checkpoint, art) -> None:
+    """Knots strictly increasing (no plateau), and the exported ONNX step orders the sample's
+    events exactly as the torch logits do: sorted by logit, the risks never fall, and they rise
+    wherever the logits differ by more than float noise."""
+    import numpy as np
+
+    from models.riskstream_models.data import load_events
+    from models.riskstream_models.evaluate import rollout
+    from models.riskstream_models.train import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    for k in range(model.calib_x.shape[0]):
+        xs, ys = model.calib_x[k].numpy().astype(float), model.calib_y[k].numpy().astype(float)
+        n = len(xs)
+        while n > 1 and xs[n - 1] == xs[n - 2]:  # the padding repeats the last knot
+            n -= 1
+        assert n >= 3 and np.all(np.diff(xs[:n]) > 0) and np.all(np.diff(ys[:n]) > 0)
+    man = json.loads((art / "manifest.json").read_text())
+    ev = load_events(SAMPLE, features=[f["name"] for f in man["features"]])
+    risk = rollout(art, ev)[:, 0].astype(np.float64)
+    logit = np.zeros(len(risk))
+    dt_all = ev.dt()
+    with torch.no_grad():
+        for a, b in zip(ev.starts[:-1], ev.starts[1:], strict=True):
+            d, _ = model.memory.sequence(
+                torch.from_numpy(ev.x[a:b, None, :]), torch.from_numpy(dt_all[a:b, None, None])
+            )
+            rec = model.zero_states(1)[: len(model.cfg.state_names()) - int(model.cfg.memory)]
+            z, _ = model.network(d, rec, seq=True)
+            logit[a:b] = z[:, 0, 0].numpy()
+    order = np.argsort(logit, kind="stable")
+    dz, dr = np.diff(logit[order]), np.diff(risk[order])
+    assert np.all(dr[dz > 1e-4] > 0) and np.all(dr > -1e-6)
 
 
 def test_aux_targets_on_sample():
