@@ -12,6 +12,8 @@ from app.adapters.codec import decode_logged, encode_logged, score_to_dict
 from app.bootstrap import create_app
 from app.core.domain import LoggedScore, Score
 from app.settings import Settings
+from tests.support.database import make_sqlite_unreachable
+from tests.support.service import wait_logged
 
 BODY = {"event_id": "e1", "time": "2026-11-25T08:00:00Z", "values": {"HR": 80}}
 
@@ -26,8 +28,10 @@ async def test_delete_with_the_database_down_forgets_nothing(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://rs") as client:
             assert (await client.post("/v1/entities/p1/events", json=BODY)).status_code == 200
-            db_file.unlink()
-            db_file.mkdir()  # a folder where the database file was: SQLite cannot open it
+            # the drain holds no SQL connection once the score is logged: disposing the engine
+            # then closes every connection (one still checked out would be left unclosed)
+            assert len(await wait_logged(app.state.services.score_log, "p1", 1)) == 1
+            make_sqlite_unreachable(db_file)
             await app.state.services.score_log._engine.dispose()
 
             refused = await client.delete("/v1/entities/p1")

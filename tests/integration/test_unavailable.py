@@ -13,6 +13,7 @@ from app.adapters.sql.database import create_engine
 from app.bench.server import free_port
 from app.bootstrap import create_app
 from app.settings import Settings
+from tests.support.database import make_sqlite_unreachable
 
 
 async def test_redis_down_gives_503_with_retry_after(settings: Settings, tmp_path: Path) -> None:
@@ -56,8 +57,7 @@ async def test_database_down_gives_503_and_scoring_goes_on(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://rs") as client:
-            db_file.unlink()
-            db_file.mkdir()  # a folder where the database file was: SQLite cannot open it
+            make_sqlite_unreachable(db_file)
             await app.state.services.score_log._engine.dispose()
 
             body = {"event_id": "e1", "time": "2026-11-25T08:00:00Z", "values": {"HR": 80}}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -45,6 +46,21 @@ def _blank_database(folder: Path) -> Iterator[str]:
             yield url
     else:
         yield f"sqlite:///{folder / f'{uuid.uuid4().hex}.sqlite3'}"
+
+
+def make_sqlite_unreachable(db_file: Path) -> None:
+    """Put a folder where the SQLite database file is: SQLite can no longer open it. The service's
+    background tasks (drain, key usage) may reopen the file between the unlink and the mkdir, so
+    that is retried until the folder is in place."""
+    for _ in range(1000):
+        with contextlib.suppress(FileNotFoundError):
+            db_file.unlink()
+        try:
+            db_file.mkdir()
+            return
+        except FileExistsError:
+            continue
+    raise AssertionError(f"could not replace {db_file} with a folder")
 
 
 @pytest.fixture(scope="session")
