@@ -1,6 +1,6 @@
 """Per-key rate limits: a token bucket in Redis that every worker shares.
 
-The bucket logic is one Lua script (``lua/token_bucket.lua``, package data) run atomically by
+The bucket logic is one Lua script (``lua/token_buckets.lua``, package data) run atomically by
 Redis on its own clock. A bulk request takes as many tokens as it has events.
 """
 
@@ -18,8 +18,7 @@ from app.adapters.redis_common import redis_errors
 from app.core.errors import RateLimited
 from app.core.ports import Observe, ignore
 
-_SCRIPT = files("app.adapters").joinpath("lua/token_bucket.lua").read_text(encoding="utf-8")
-_MANY = files("app.adapters").joinpath("lua/token_buckets.lua").read_text(encoding="utf-8")
+_SCRIPT = files("app.adapters").joinpath("lua/token_buckets.lua").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +37,6 @@ class RateDecision:
 class RedisRateLimiter:
     def __init__(self, client: aioredis.Redis, *, prefix: str, observe: Observe = ignore) -> None:
         self._script = client.register_script(_SCRIPT)
-        self._many = client.register_script(_MANY)
         self._pending: list[tuple[str, int, float, int, asyncio.Future[RateDecision]]] = []
         self._flushing: set[asyncio.Task[None]] = set()
         self._prefix = prefix
@@ -52,17 +50,8 @@ class RedisRateLimiter:
         second up to ``burst``."""
         if cost < 1 or rate <= 0 or burst < 1:
             raise ValueError(f"need cost >= 1, rate > 0, burst >= 1 (got {cost}, {rate}, {burst})")
-        started = time.perf_counter()
-        async with redis_errors():
-            reply = await self._script(keys=[self.bucket_key(bucket)], args=[rate, burst, cost])
-        self._observe("rate_limit", time.perf_counter() - started)
-        allowed, wait, remaining, now = reply
-        return RateDecision(
-            allowed=int(allowed) == 1,
-            retry_after_s=float(wait),
-            remaining=float(remaining),
-            server_time=float(now),
-        )
+        [decision] = await self._decide([(bucket, cost)], rate=rate, burst=burst)
+        return decision
 
     async def take_gathered(
         self, bucket: str, *, cost: int, rate: float, burst: int
@@ -95,13 +84,10 @@ class RedisRateLimiter:
         burst: int,
         takes: list[tuple[str, int, asyncio.Future[RateDecision]]],
     ) -> None:
-        started = time.perf_counter()
         try:
-            async with redis_errors():
-                reply = await self._many(
-                    keys=[self.bucket_key(bucket) for bucket, _, _ in takes],
-                    args=[rate, burst, *[cost for _, cost, _ in takes]],
-                )
+            decisions = await self._decide(
+                [(bucket, cost) for bucket, cost, _ in takes], rate=rate, burst=burst
+            )
         except BaseException as error:
             for _, _, future in takes:
                 if future.done():
@@ -113,14 +99,26 @@ class RedisRateLimiter:
             if not isinstance(error, Exception):
                 raise
             return
+        for (_, _, future), decision in zip(takes, decisions):
+            if not future.done():
+                future.set_result(decision)
+
+    async def _decide(
+        self, takes: list[tuple[str, int]], *, rate: float, burst: int
+    ) -> list[RateDecision]:
+        """One call of ``lua/token_buckets.lua``: each (bucket, cost) decided in order."""
+        started = time.perf_counter()
+        async with redis_errors():
+            reply = await self._script(
+                keys=[self.bucket_key(bucket) for bucket, _ in takes],
+                args=[rate, burst, *[cost for _, cost in takes]],
+            )
         self._observe("rate_limit", time.perf_counter() - started)
         now = float(reply[0])
-        for i, (_, _, future) in enumerate(takes):
-            allowed, wait, remaining = reply[1 + 3 * i : 4 + 3 * i]
-            if not future.done():
-                future.set_result(
-                    RateDecision(int(allowed) == 1, float(wait), float(remaining), now)
-                )
+        return [
+            RateDecision(int(allowed) == 1, float(wait), float(remaining), now)
+            for allowed, wait, remaining in zip(reply[1::3], reply[2::3], reply[3::3])
+        ]
 
     async def check(self, bucket: str, *, cost: int, rate: float, burst: int) -> RateDecision:
         """``take`` (gathered with this turn's others), raising ``RateLimited`` (429 with

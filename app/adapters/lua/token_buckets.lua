@@ -1,7 +1,14 @@
--- Many token-bucket takes in one call: what app/adapters/rate_limit.py's coalescer sends when
--- several requests of this worker want tokens in the same event-loop turn. Each take is decided
--- in order, exactly as token_bucket.lua decides one (a bucket named twice sees the first take),
--- so gathering them changes the Redis calls, not the decisions.
+-- Token buckets, one per API key, shared by every worker (app/adapters/rate_limit.py): one take,
+-- or the takes several requests of a worker gathered in one event-loop turn. Each take is decided
+-- in order (a bucket named twice sees the first take), so gathering them changes the Redis calls,
+-- not the decisions. A bucket is a hash of tokens (negative: debt) and ts (microseconds).
+--
+-- Time is the Redis server's, so workers with skewed clocks agree. A take costing more than the
+-- burst is let through once the bucket is full and leaves a debt, so the long-run rate holds and
+-- the largest bulk request is still possible. The key expires once the bucket would be full
+-- again, which is the state a missing key stands for. A clock that went back (failover) refills
+-- nothing and takes nothing back. Numbers are returned as strings (Redis would cut a Lua number
+-- to an integer).
 --
 -- KEYS[i]    the bucket of take i
 -- ARGV[1]    rate: tokens added per second;  ARGV[2]  burst: the bucket's size
