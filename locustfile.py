@@ -40,8 +40,7 @@ from typing import Any
 
 import orjson
 from locust import FastHttpUser, between, tag, task
-
-from app.bench.scenario import DUPLICATE, LATE, NEW, Patient, Scenario
+from riskstream.bench.scenario import DUPLICATE, LATE, NEW, Patient, Scenario
 
 ENTITIES = int(os.environ.get("LOCUST_ENTITIES", "150"))
 BULK_SIZE = int(os.environ.get("LOCUST_BULK_SIZE", "100"))

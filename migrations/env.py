@@ -10,9 +10,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from app.adapters.sql.database import migration_connection, sync_url
-from app.adapters.sql.tables import metadata
-from app.settings import Settings
+from riskstream.adapters.sql.database import migration_connection, sync_url
+from riskstream.adapters.sql.tables import metadata
+from riskstream.settings import Settings
 
 config = context.config
 if config.config_file_name is not None:

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The comparison rows of models/README.md, one command each (run from the repo root, one at a time).
 set -e
-T="python -m models.riskstream_models.train --config models/configs/aki-lstm.json --set export=null"
+T="python -m riskstream_models.train --config models/configs/aki-lstm.json --set export=null"
 $T --set out=runs/no-memory --set model.memory=false
 $T --set out=runs/gru --set model.cell=gru
 $T --set out=runs/sru --set model.cell=sru

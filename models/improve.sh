@@ -2,7 +2,7 @@
 # Attempts to close the gap to LightGBM with the pure recurrent model (issue 3), run from the repo
 # root one at a time on one core (OMP_NUM_THREADS=1 taskset -c 1 ...). Rows of models/README.md.
 set -e
-T="python -m models.riskstream_models.train --config models/configs/aki-lstm.json --set export=null"
+T="python -m riskstream_models.train --config models/configs/aki-lstm.json --set export=null"
 # the default recipe again, for its validation figures
 $T --set out=runs/base
 # exponentially weighted mean / decayed count / weighted trend of all 40 variables at half-lives
@@ -22,8 +22,8 @@ $T --set out=runs/reg-aux --set model.dropout=0.3 --set model.input_dropout=0.2 
 for s in 0 1 2; do
     $T --set out=runs/h64-seed-$s --set model.hidden=64 --set train.seed=$s
 done
-python -m models.riskstream_models.average runs/h64-seed-0/model.pt runs/h64-seed-1/model.pt \
+python -m riskstream_models.average runs/h64-seed-0/model.pt runs/h64-seed-1/model.pt \
     runs/h64-seed-2/model.pt --out runs/avg-h64x3
 # the three 2x128 networks above averaged in one step
-python -m models.riskstream_models.average runs/base/model.pt runs/drop-aux/model.pt \
+python -m riskstream_models.average runs/base/model.pt runs/drop-aux/model.pt \
     runs/reg/model.pt --out runs/avg-mixed3

@@ -9,15 +9,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-from models.riskstream_models.data import (
+from riskstream_models.data import (
     SETA,
     load_events,
     make_labels,
     split_entities,
 )
-from models.riskstream_models.evaluate import rollout
-from models.riskstream_models.metrics import binary_report
+from riskstream_models.evaluate import rollout
+from riskstream_models.metrics import binary_report
 
 m = sys.argv[1]
 man = json.loads(Path(m, "manifest.json").read_text())

@@ -1,6 +1,6 @@
 """Several trained networks (e.g. seeds) averaged in one step, sharing one feature memory.
 
-    python -m models.riskstream_models.average runs/aki-lstm/model.pt runs/seed-1/model.pt \
+    python -m riskstream_models.average runs/aki-lstm/model.pt runs/seed-1/model.pt \
         runs/seed-2/model.pt --out runs/avg3 [--export models/aki-lstm-avg/1.0.0]
 
 The networks must have been trained on the same split with the same memory config (their

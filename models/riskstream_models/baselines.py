@@ -1,7 +1,7 @@
 """Baselines on the same labels and patient splits: LightGBM and logistic regression on per-hour
 features computed from history only.
 
-    python -m models.riskstream_models.baselines [--data FILE] [--out runs/baselines]
+    python -m riskstream_models.baselines [--data FILE] [--out runs/baselines]
 
 Features per hour (only rows up to and including that hour): for every variable the last value,
 hours since it was measured and the count so far; for 13 key variables the 6/24/72-hour rolling

@@ -1,6 +1,6 @@
 """Out-of-fold LightGBM teacher probabilities for knowledge distillation (`train.distill`).
 
-    python -m models.riskstream_models.distill [--data FILE] [--out runs/teacher/oof.npz] \
+    python -m riskstream_models.distill [--data FILE] [--out runs/teacher/oof.npz] \
         [--folds 5] [--threads 1]
 
 The training split's patients are dealt into K folds; for each fold LightGBM on the baseline's

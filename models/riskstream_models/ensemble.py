@@ -1,6 +1,6 @@
 """Trees over the feature memory inside the same ONNX step, blended with the recurrent heads.
 
-    python -m models.riskstream_models.ensemble --checkpoint runs/aki-lstm/model.pt \
+    python -m riskstream_models.ensemble --checkpoint runs/aki-lstm/model.pt \
         --out models/aki-lstm-gbm/1.0.0 --name aki-lstm-gbm --version 1.0.0
 
 One LightGBM per output is trained on the model's derived features d (the memory-derived

@@ -1,6 +1,6 @@
 """Evaluate an exported model by stepping its ONNX graph over every event, as the service does.
 
-    python -m models.riskstream_models.evaluate --model models/aki-lstm/1.0.0 \
+    python -m riskstream_models.evaluate --model models/aki-lstm/1.0.0 \
         --data /work/shared/data/physionet2019/setA.parquet --split test [--report DIR]
 
 No torch: onnxruntime, numpy, scikit-learn (matplotlib only for --report).

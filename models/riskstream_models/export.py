@@ -1,7 +1,7 @@
 """Export one step of a RiskModel to ONNX + manifest.json, per docs/model-contract.md.
 
-python -m models.riskstream_models.export --tiny tests/fixtures/models/tiny/0.1.0
-python -m models.riskstream_models.export --checkpoint runs/aki-lstm/model.pt \
+python -m riskstream_models.export --tiny tests/fixtures/models/tiny/0.1.0
+python -m riskstream_models.export --checkpoint runs/aki-lstm/model.pt \
     --out models/aki-lstm/1.0.0
 """
 

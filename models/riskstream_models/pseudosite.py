@@ -1,6 +1,6 @@
 """Pseudo-sites within one data set: how the model holds up on patients unlike its training ones.
 
-    python -m models.riskstream_models.pseudosite --model models/aki-lstm/1.2.0 \
+    python -m riskstream_models.pseudosite --model models/aki-lstm/1.2.0 \
         [--data setA.parquet] [--out runs/pseudosite] [--model-for sicu_held_out=DIR ...]
 
 A model bought for another hospital meets patients its training never saw. Set A is one hospital

@@ -1,4 +1,4 @@
-"""Write the small committed PhysioNet sample: `python -m models.riskstream_models.sample [OUT]`.
+"""Write the small committed PhysioNet sample: `python -m riskstream_models.sample [OUT]`.
 
 200 patients of set A, chosen deterministically (seed 0): 60 with an AKI onset, 40 with sepsis
 (and no AKI onset), 100 others.

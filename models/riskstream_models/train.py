@@ -1,7 +1,7 @@
 """Train a RiskModel on an event table, calibrate it, export it.
 
-    python -m models.riskstream_models.train --config models/configs/aki-lstm.json
-    python -m models.riskstream_models.train --config models/configs/aki-lstm.json \
+    python -m riskstream_models.train --config models/configs/aki-lstm.json
+    python -m riskstream_models.train --config models/configs/aki-lstm.json \
         --set model.memory=false --out runs/no-memory        # an ablation row, not exported
 
 Steps: load the events and labels, split patients (train/val/calib/test, fixed seed), fit the

@@ -22,10 +22,10 @@ from typing import Any
 
 import httpx
 import pytest
+from riskstream.bench.server import ServerProcess
+from riskstream.demo import DEFAULT_DATA, load_patients
+from riskstream.demo import main as demo
 
-from app.bench.server import ServerProcess
-from app.demo import DEFAULT_DATA, load_patients
-from app.demo import main as demo
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, REPO
 
 try:
@@ -354,7 +354,7 @@ def test_without_a_key_it_asks_for_one_and_signing_out_forgets_it(
 
 
 def revoke(server: ServerProcess, name: str) -> None:
-    command = [sys.executable, "-m", "app.cli", "keys", "revoke", name]
+    command = [sys.executable, "-m", "riskstream.cli", "keys", "revoke", name]
     done = subprocess.run(command, env=server.env, capture_output=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
 

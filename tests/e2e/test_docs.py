@@ -7,8 +7,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from riskstream.bench.server import ServerProcess
 
-from app.bench.server import ServerProcess
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
 
 try:

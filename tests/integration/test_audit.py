@@ -7,11 +7,11 @@ from pathlib import Path
 
 import httpx
 import orjson
+from riskstream.adapters.codec import decode_logged, encode_logged, score_to_dict
+from riskstream.bootstrap import create_app
+from riskstream.core.domain import LoggedScore, Score
+from riskstream.settings import Settings
 
-from app.adapters.codec import decode_logged, encode_logged, score_to_dict
-from app.bootstrap import create_app
-from app.core.domain import LoggedScore, Score
-from app.settings import Settings
 from tests.support.database import make_sqlite_unreachable
 from tests.support.service import wait_logged
 
@@ -60,8 +60,7 @@ async def test_database_errors_never_carry_the_statements_values(tmp_path: Path)
     """A database error's message reaches the log (and dead letters): never the parameters,
     which for the score log are the events' feature values."""
     import sqlalchemy as sa
-
-    from app.adapters.sql.database import create_engine
+    from riskstream.adapters.sql.database import create_engine
 
     engine = create_engine(f"sqlite:///{tmp_path / 'x.sqlite3'}")
     try:

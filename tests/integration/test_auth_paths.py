@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from riskstream.adapters.sql.keys import SqlKeyStore
+from riskstream.core.keys import new_key
+from riskstream.settings import Settings
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.adapters.sql.keys import SqlKeyStore
-from app.core.keys import new_key
-from app.settings import Settings
 from tests.integration.test_fast_path import client, count_handed_on, route_only
 from tests.support.service import Running
 

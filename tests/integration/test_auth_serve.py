@@ -14,17 +14,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from riskstream.bench.server import free_port
+from riskstream.cli import is_loopback
+from riskstream.settings import Settings
 
-from app.bench.server import PROJECT_ROOT, free_port
-from app.cli import is_loopback
-from app.settings import Settings
+from tests.support.paths import PROJECT_ROOT
 from tests.support.service import server_env
 
 
 def test_auth_off_on_a_network_address_refuses_to_start(settings: Settings) -> None:
     env = {**os.environ, **server_env(settings, AUTH="false")}
     done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "serve", "--host", "0.0.0.0", "--port", "1"],
+        [sys.executable, "-m", "riskstream.cli", "serve", "--host", "0.0.0.0", "--port", "1"],
         env=env,
         cwd=PROJECT_ROOT,
         capture_output=True,
@@ -55,7 +56,7 @@ def test_first_start_writes_the_admin_key_logs_its_path_and_prints_the_signed_in
     out, err = tmp_path / "stdout", tmp_path / "stderr"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "riskstream.cli", "serve", "--port", str(port)],
             env=env,
             cwd=PROJECT_ROOT,
             stdout=stdout,

@@ -15,14 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
+from riskstream.adapters.sql.tables import api_keys, deletions, events, scores
+from riskstream.bench.server import ServerProcess
+from riskstream.core.keys import key_id_of
+from riskstream.settings import Settings
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.adapters.sql.tables import api_keys, deletions, events, scores
-from app.bench.server import PROJECT_ROOT, ServerProcess
-from app.core.keys import key_id_of
-from app.settings import Settings
 from tests.integration.test_auth_paths import UNKNOWN, bearer, make_key
+from tests.support.paths import PROJECT_ROOT
 from tests.support.service import server_env
 
 pytestmark = pytest.mark.slow
@@ -159,7 +160,7 @@ async def test_cors_only_for_the_listed_origin(
 
 def keys_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", "keys", *args],
+        [sys.executable, "-m", "riskstream.cli", "keys", *args],
         env={**__import__("os").environ, **server_env(settings)},
         cwd=PROJECT_ROOT,
         capture_output=True,

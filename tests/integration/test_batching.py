@@ -6,8 +6,8 @@ import asyncio
 import re
 
 import numpy as np
+from riskstream.adapters.onnx_model import OnnxRiskModel
 
-from app.adapters.onnx_model import OnnxRiskModel
 from tests.support.service import Running, wait_logged
 
 T0 = 1_790_000_000

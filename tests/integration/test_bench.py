@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from app.bench import main, parse_histogram
+from riskstream.bench import main, parse_histogram
 
 pytestmark = pytest.mark.slow
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.bench.calibrate import components, model_steps
-from app.settings import Settings
+from riskstream.bench.calibrate import components, model_steps
+from riskstream.settings import Settings
 
 
 def test_model_steps_per_second_for_each_batch_size(tiny_model_dir: Path) -> None:

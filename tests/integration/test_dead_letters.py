@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import redis.asyncio as aioredis
+from riskstream.adapters.codec import encode_logged
+from riskstream.adapters.sql.database import create_engine
+from riskstream.adapters.sql.score_log import SqlScoreLog
+from riskstream.bench.server import free_port
+from riskstream.core.domain import LoggedScore, Score
 
-from app.adapters.codec import encode_logged
-from app.adapters.sql.database import create_engine
-from app.adapters.sql.score_log import SqlScoreLog
-from app.bench.server import free_port
-from app.core.domain import LoggedScore, Score
 from tests.support.service import Running, wait_logged
 
 

@@ -12,19 +12,19 @@ from pathlib import Path
 import orjson
 import redis
 import redis.asyncio as aioredis
+from riskstream.adapters.codec import encode_logged
+from riskstream.adapters.embedded_redis import EmbeddedRedis
+from riskstream.adapters.redis_outbox import RedisOutbox
+from riskstream.adapters.sql.score_log import SqlScoreLog
+from riskstream.core.drain import drain_once
 
-from app.adapters.codec import encode_logged
-from app.adapters.embedded_redis import EmbeddedRedis
-from app.adapters.redis_outbox import RedisOutbox
-from app.adapters.sql.score_log import SqlScoreLog
-from app.bench.server import PROJECT_ROOT
-from app.core.drain import drain_once
 from tests.integration.test_dead_letters import BAD_TIME, logged, put
+from tests.support.paths import PROJECT_ROOT
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", "dead-letters", *args],
+        [sys.executable, "-m", "riskstream.cli", "dead-letters", *args],
         env=env,
         cwd=PROJECT_ROOT,
         capture_output=True,

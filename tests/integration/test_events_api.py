@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from riskstream.adapters.onnx_model import OnnxRiskModel
 
-from app.adapters.onnx_model import OnnxRiskModel
 from tests.support.service import Running, wait_logged
 
 T0 = "2026-11-25T08:00:00Z"

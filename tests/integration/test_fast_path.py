@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from riskstream.web.fast_path import SingleEventFastPath
 from starlette.types import Receive, Scope, Send
 
-from app.web.fast_path import SingleEventFastPath
 from tests.support.service import Running
 
 T = ["2026-11-25T08:00:00Z", "2026-11-25T09:30:00Z", "2026-11-25T10:00:00Z"]

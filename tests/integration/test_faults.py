@@ -21,10 +21,10 @@ import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from riskstream.adapters.sql.database import create_engine
+from riskstream.adapters.sql.score_log import SqlScoreLog
+from riskstream.bench.server import ServerProcess
 
-from app.adapters.sql.database import create_engine
-from app.adapters.sql.score_log import SqlScoreLog
-from app.bench.server import ServerProcess
 from tests.support.drills import (
     logged_steps,
     missing_from_sql,

@@ -41,12 +41,12 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import strategies as st
+from riskstream.bench.server import ServerProcess
+from riskstream.settings import Settings
 from schemathesis import Case, GenerationMode, HookContext, Response
 from schemathesis.core.result import Err
 from schemathesis.errors import FailureGroup
 
-from app.bench.server import ServerProcess
-from app.settings import Settings
 from tests.support.model import TINY_MODEL_DIR
 from tests.support.service import create_key, server_env
 

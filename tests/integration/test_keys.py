@@ -12,17 +12,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from riskstream.adapters.sql.database import create_engine, migrate
+from riskstream.adapters.sql.keys import SqlKeyStore
+from riskstream.adapters.sql.tables import api_keys
+from riskstream.admin_key import ADMIN_KEY_FILE, create_admin_key
+from riskstream.core.auth import Authenticator
+from riskstream.core.errors import AlreadyExists, Unauthenticated
+from riskstream.core.keys import Scope, key_id_of, new_key
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.adapters.sql.database import create_engine, migrate
-from app.adapters.sql.keys import SqlKeyStore
-from app.adapters.sql.tables import api_keys
-from app.admin_key import ADMIN_KEY_FILE, create_admin_key
-from app.core.auth import Authenticator
-from app.core.errors import AlreadyExists, Unauthenticated
-from app.core.keys import Scope, key_id_of, new_key
-from app.settings import PROJECT_ROOT
+from tests.support.paths import PROJECT_ROOT
 
 
 def unique(name: str) -> str:
@@ -168,7 +168,7 @@ def test_processes_starting_together_create_one_admin_key(
     # a file created with the default mode would be world-readable.
     script = (
         "import os, sys, time; from pathlib import Path; "
-        "from app.admin_key import ensure_admin_key; os.umask(0); "
+        "from riskstream.admin_key import ensure_admin_key; os.umask(0); "
         "time.sleep(max(0.0, float(sys.argv[3]) - time.time())); "
         "print(ensure_admin_key(sys.argv[1], Path(sys.argv[2])))"
     )

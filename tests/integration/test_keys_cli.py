@@ -12,15 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from riskstream.adapters.sql.database import create_engine
+from riskstream.adapters.sql.keys import SqlKeyStore
+from riskstream.adapters.sql.tables import api_keys
+from riskstream.core.auth import Authenticator
+from riskstream.core.errors import Unauthenticated
+from riskstream.core.keys import Scope, key_id_of
 from sqlalchemy import select
 
-from app.adapters.sql.database import create_engine
-from app.adapters.sql.keys import SqlKeyStore
-from app.adapters.sql.tables import api_keys
-from app.core.auth import Authenticator
-from app.core.errors import Unauthenticated
-from app.core.keys import Scope, key_id_of
-from app.settings import PROJECT_ROOT
+from tests.support.paths import PROJECT_ROOT
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -28,7 +28,7 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 def keys_cli(database_url: str, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "DATA_DIR": str(data_dir)}
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", "keys", *args],
+        [sys.executable, "-m", "riskstream.cli", "keys", *args],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,

@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from riskstream.adapters.sql.database import create_engine, migrate
+from riskstream.adapters.sql.score_log import SqlScoreLog
+from riskstream.bootstrap import create_app
+from riskstream.settings import Settings
 
-from app.adapters.sql.database import create_engine, migrate
-from app.adapters.sql.score_log import SqlScoreLog
-from app.bootstrap import create_app
-from app.settings import Settings
 from tests.support.database import SERVER_ENV, _libpq, _postgres_database
 
 T = float(int(time.time()) // 3600 * 3600 - 86_400)

@@ -11,8 +11,9 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
+from riskstream.bench.server import ServerProcess
 
-from app.bench.server import PROJECT_ROOT, ServerProcess
+from tests.support.paths import PROJECT_ROOT
 
 pytestmark = [
     pytest.mark.slow,

@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 import pytest
 from openapi_spec_validator import validate
+from riskstream.adapters.sql.keys import SqlKeyStore
+from riskstream.core.domain import ID_PATTERN
+from riskstream.core.keys import new_key
+from riskstream.settings import Settings
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.adapters.sql.keys import SqlKeyStore
-from app.core.domain import ID_PATTERN
-from app.core.keys import new_key
-from app.settings import Settings
 from tests.support.service import Running
 
 T = "2026-11-25T08:00:00Z"

@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from riskstream.adapters.sql.score_log import SqlScoreLog
+from riskstream.bootstrap import create_app
+from riskstream.settings import Settings
+from riskstream.web.fast_path import SingleEventFastPath
 
-from app.adapters.sql.score_log import SqlScoreLog
-from app.bootstrap import create_app
-from app.settings import Settings
-from app.web.fast_path import SingleEventFastPath
 from tests.support.service import wait_logged
 
 T = float(int(time.time()) // 3600 * 3600 - 86_400)  # yesterday, on the hour

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from riskstream.adapters.onnx_model import OnnxRiskModel
 
-from app.adapters.onnx_model import OnnxRiskModel
 from tests.support.model import TINY_MODEL_DIR
 from tests.support.service import Running
 

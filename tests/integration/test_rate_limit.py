@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
-
-from app.adapters.rate_limit import RateDecision, RedisRateLimiter
-from app.core.errors import RateLimited
+from riskstream.adapters.rate_limit import RateDecision, RedisRateLimiter
+from riskstream.core.errors import RateLimited
 
 
 @pytest.fixture

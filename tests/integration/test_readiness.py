@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import httpx
 import psycopg
+from riskstream.bootstrap import create_app
+from riskstream.settings import Settings
 
-from app.bootstrap import create_app
-from app.settings import Settings
 from tests.support.service import wait_logged
 
 

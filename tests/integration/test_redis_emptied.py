@@ -13,11 +13,11 @@ import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
+from riskstream.adapters.redis_outbox import RedisOutbox
+from riskstream.bench.server import free_port
+from riskstream.bootstrap import create_app
+from riskstream.settings import Settings
 
-from app.adapters.redis_outbox import RedisOutbox
-from app.bench.server import free_port
-from app.bootstrap import create_app
-from app.settings import Settings
 from tests.support.service import wait_logged
 
 

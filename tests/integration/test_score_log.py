@@ -17,19 +17,19 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from app.adapters.sql.database import (
+from riskstream.adapters.sql.database import (
     alembic_config,
     async_url,
     migrate,
     migration_connection,
     sync_url,
 )
-from app.adapters.sql.score_log import SqlScoreLog, to_seconds
-from app.adapters.sql.tables import events, metadata
-from app.core.domain import LoggedScore, Score
-from app.settings import PROJECT_ROOT
+from riskstream.adapters.sql.score_log import SqlScoreLog, to_seconds
+from riskstream.adapters.sql.tables import events, metadata
+from riskstream.core.domain import LoggedScore, Score
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.support.paths import PROJECT_ROOT
 
 T0 = 1_700_000_000.123456
 
@@ -266,7 +266,7 @@ def test_migrations_go_down_and_up(blank_database_url: str) -> None:
 def test_two_processes_may_migrate_at_once(blank_database_url: str) -> None:
     # They import first and then start together, so the upgrades really overlap.
     script = (
-        "import sys, time; from app.adapters.sql.database import migrate; "
+        "import sys, time; from riskstream.adapters.sql.database import migrate; "
         "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); migrate(sys.argv[1])"
     )
     start = str(time.time() + 5)

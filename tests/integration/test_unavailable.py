@@ -7,12 +7,12 @@ from pathlib import Path
 
 import httpx
 import redis
+from riskstream.adapters.embedded_redis import EmbeddedRedis
+from riskstream.adapters.sql.database import create_engine
+from riskstream.bench.server import free_port
+from riskstream.bootstrap import create_app
+from riskstream.settings import Settings
 
-from app.adapters.embedded_redis import EmbeddedRedis
-from app.adapters.sql.database import create_engine
-from app.bench.server import free_port
-from app.bootstrap import create_app
-from app.settings import Settings
 from tests.support.database import make_sqlite_unreachable
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import orjson
 import redis.asyncio as aioredis
+from riskstream.adapters.codec import score_to_dict
+from riskstream.adapters.redis_common import ViewKeys
+from riskstream.bench.server import ServerProcess
+from riskstream.core.domain import Score
+from riskstream.settings import Settings
 
-from app.adapters.codec import score_to_dict
-from app.adapters.redis_common import ViewKeys
-from app.bench.server import ServerProcess
-from app.core.domain import Score
-from app.settings import Settings
 from tests.support.service import Running, server_env
 
 T0 = 1_790_000_000

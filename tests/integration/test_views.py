@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from riskstream.bench.server import ServerProcess
+from riskstream.settings import Settings
 
-from app.bench.server import ServerProcess
-from app.settings import Settings
 from tests.support.service import Running, server_env
 
 T0 = 1_790_000_000
@@ -131,7 +131,7 @@ async def test_the_watchlist_orders_by_current_risk_and_shows_change(
 async def test_alerts_begin_once_and_are_marked_in_watchlist_and_feed(
     settings: Settings, key_prefix: str
 ) -> None:
-    from app.bootstrap import create_app
+    from riskstream.bootstrap import create_app
 
     outputs_always = settings.model_copy(update={"default_alert_threshold": (0.0, 0.0)})
     app = create_app(outputs_always)

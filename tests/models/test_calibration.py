@@ -10,9 +10,8 @@ import pytest
 pytest.importorskip("torch")
 
 import torch
-
-from models.riskstream_models.model import calibrate
-from models.riskstream_models.train import isotonic_knots
+from riskstream_models.model import calibrate
+from riskstream_models.train import isotonic_knots
 
 
 def _unpadded(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,13 +9,12 @@ pytest.importorskip("torch")
 pytest.importorskip("lightgbm")
 
 import torch
-
-from models.riskstream_models.data import FEATURES, load_events, make_labels
-from models.riskstream_models.distill import folds
-from models.riskstream_models.distill import run as teacher
-from models.riskstream_models.export import SAMPLE
-from models.riskstream_models.model import ModelConfig, RiskModel
-from models.riskstream_models.train import Prepared, load_config, run, soft_targets
+from riskstream_models.data import FEATURES, load_events, make_labels
+from riskstream_models.distill import folds
+from riskstream_models.distill import run as teacher
+from riskstream_models.export import SAMPLE
+from riskstream_models.model import ModelConfig, RiskModel
+from riskstream_models.train import Prepared, load_config, run, soft_targets
 
 
 def test_folds_partition_entities():

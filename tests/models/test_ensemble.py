@@ -7,15 +7,15 @@ torch = pytest.importorskip("torch")
 lgb = pytest.importorskip("lightgbm")
 pytest.importorskip("onnxmltools")
 
-from models.riskstream_models.data import FEATURES, load_events  # noqa: E402
-from models.riskstream_models.dataset import derived_features, fit_normalisation  # noqa: E402
-from models.riskstream_models.ensemble import (  # noqa: E402
+from riskstream_models.data import FEATURES, load_events  # noqa: E402
+from riskstream_models.dataset import derived_features, fit_normalisation  # noqa: E402
+from riskstream_models.ensemble import (  # noqa: E402
     Blend,
     build_graph,
     float32_thresholds,
     parity,
 )
-from models.riskstream_models.model import ModelConfig, RiskModel  # noqa: E402
+from riskstream_models.model import ModelConfig, RiskModel  # noqa: E402
 
 SAMPLE = "models/data/physionet2019-sample.parquet"
 

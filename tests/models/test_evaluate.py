@@ -3,8 +3,7 @@
 import json
 
 import pandas as pd
-
-from models.riskstream_models.evaluate import main
+from riskstream_models.evaluate import main
 
 TINY = "tests/fixtures/models/tiny/0.1.0"
 SAMPLE = "models/data/physionet2019-sample.parquet"

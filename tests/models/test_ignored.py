@@ -12,17 +12,16 @@ import pytest
 pytest.importorskip("torch")
 
 import torch
-
-from models.riskstream_models.data import (
+from riskstream_models.data import (
     PHYSIONET_FEATURES,
     PLAUSIBLE_RANGES,
     load_events,
     measured_share,
 )
-from models.riskstream_models.evaluate import rollout
-from models.riskstream_models.export import SAMPLE, export
-from models.riskstream_models.model import ModelConfig, RiskModel
-from models.riskstream_models.train import DEFAULTS, fit_normalisation, rarely_measured
+from riskstream_models.evaluate import rollout
+from riskstream_models.export import SAMPLE, export
+from riskstream_models.model import ModelConfig, RiskModel
+from riskstream_models.train import DEFAULTS, fit_normalisation, rarely_measured
 
 FEATURES = [f[0] for f in PHYSIONET_FEATURES]
 

@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-
-from models.riskstream_models.data import aki_labels, aki_onsets
+from riskstream_models.data import aki_labels, aki_onsets
 
 
 def creat(n, values):
@@ -60,8 +59,8 @@ def test_labels_do_not_look_beyond_horizon():
 
 def test_baseline_features_no_look_ahead():
     pytest.importorskip("lightgbm")
-    from models.riskstream_models.baselines import history_features
-    from models.riskstream_models.data import load_events
+    from riskstream_models.baselines import history_features
+    from riskstream_models.data import load_events
 
     ev = load_events("models/data/physionet2019-sample.parquet")
     a = history_features(ev).to_numpy()
@@ -77,8 +76,7 @@ def test_baseline_features_no_look_ahead():
 
 def test_loader_any_table_datetime_time(tmp_path):
     import pandas as pd
-
-    from models.riskstream_models.data import load_events, make_labels
+    from riskstream_models.data import load_events, make_labels
 
     t0 = pd.Timestamp("2026-01-01 08:00")
     df = pd.DataFrame(

@@ -5,9 +5,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models.riskstream_models.data import FEATURES  # noqa: E402
-from models.riskstream_models.export import export_onnx, onnx_rollout  # noqa: E402
-from models.riskstream_models.model import ModelConfig, RiskModel  # noqa: E402
+from riskstream_models.data import FEATURES  # noqa: E402
+from riskstream_models.export import export_onnx, onnx_rollout  # noqa: E402
+from riskstream_models.model import ModelConfig, RiskModel  # noqa: E402
 
 CI = FEATURES.index("Creatinine")
 
@@ -110,8 +110,7 @@ def test_onnx_export_parity(tmp_path, cell):
 
 def test_average_of_networks_export_parity(tmp_path):
     import onnxruntime as ort
-
-    from models.riskstream_models.average import AverageModel
+    from riskstream_models.average import AverageModel
 
     avg = AverageModel([model(seed=0), model(seed=1)]).eval()
     assert avg.cfg.state_shapes()["h"] == [2, 16]

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("lightgbm")
 
-from models.riskstream_models.data import load_events, split_entities
-from models.riskstream_models.pseudosite import SPLITS, entity_groups, main
+from riskstream_models.data import load_events, split_entities
+from riskstream_models.pseudosite import SPLITS, entity_groups, main
 
 TINY = "tests/fixtures/models/tiny/0.1.0"
 SAMPLE = "models/data/physionet2019-sample.parquet"
@@ -79,9 +79,9 @@ def test_pseudosite_end_to_end_on_sample(tmp_path, capsys):
 def test_training_on_a_pseudo_site_side(tmp_path, monkeypatch):
     """train.py's data.site_split keeps only the split's training side (to retrain per split)."""
     pytest.importorskip("torch")
-    from models.riskstream_models.model import ModelConfig, RiskModel
-    from models.riskstream_models.pseudosite import write_splits
-    from models.riskstream_models.train import Prepared, load_config
+    from riskstream_models.model import ModelConfig, RiskModel
+    from riskstream_models.pseudosite import write_splits
+    from riskstream_models.train import Prepared, load_config
 
     sample = str(Path(SAMPLE).resolve())
     monkeypatch.chdir(tmp_path)

@@ -10,11 +10,10 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-
-from app.bench.scenario import _RANGES as BENCH_RANGES
-from app.core.manifest import load_manifest
-from app.demo import DEFAULT_DATA
-from app.settings import DEFAULT_MODEL_DIR
+from riskstream.bench.scenario import _RANGES as BENCH_RANGES
+from riskstream.core.manifest import load_manifest
+from riskstream.demo import DEFAULT_DATA
+from riskstream.settings import DEFAULT_MODEL_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = [
@@ -80,7 +79,7 @@ def test_the_bench_scenario_stays_inside_the_default_ranges() -> None:
 
 def test_the_exporter_writes_the_ranges_the_manifests_carry() -> None:
     pytest.importorskip("pandas")
-    from models.riskstream_models.data import PLAUSIBLE_RANGES
+    from riskstream_models.data import PLAUSIBLE_RANGES
 
     expected = {name: (float(lo), float(hi)) for name, (lo, hi) in PLAUSIBLE_RANGES.items()}
     assert ranges(DEFAULT_MODEL_DIR) == expected

@@ -7,10 +7,9 @@ import pytest
 pytest.importorskip("torch")
 
 import torch
-
-from models.riskstream_models.export import SAMPLE
-from models.riskstream_models.model import ModelConfig, RiskModel
-from models.riskstream_models.train import load_config, run
+from riskstream_models.export import SAMPLE
+from riskstream_models.model import ModelConfig, RiskModel
+from riskstream_models.train import load_config, run
 
 
 def test_train_export_evaluate(tmp_path, monkeypatch):
@@ -41,10 +40,9 @@ def assert_exported_calibration_keeps_order(checkpoint, art) -> None:
     events exactly as the torch logits do: sorted by logit, the risks never fall, and they rise
     wherever the logits differ by more than float noise."""
     import numpy as np
-
-    from models.riskstream_models.data import load_events
-    from models.riskstream_models.evaluate import rollout
-    from models.riskstream_models.train import load_checkpoint
+    from riskstream_models.data import load_events
+    from riskstream_models.evaluate import rollout
+    from riskstream_models.train import load_checkpoint
 
     model, _ = load_checkpoint(checkpoint)
     for k in range(model.calib_x.shape[0]):
@@ -73,9 +71,8 @@ def assert_exported_calibration_keeps_order(checkpoint, art) -> None:
 
 def test_aux_targets_on_sample():
     import numpy as np
-
-    from models.riskstream_models.data import load_events, make_labels
-    from models.riskstream_models.train import aux_targets
+    from riskstream_models.data import load_events, make_labels
+    from riskstream_models.train import aux_targets
 
     ev = load_events(SAMPLE)
     aki, keep, _ = make_labels(ev)

@@ -13,11 +13,10 @@ from pathlib import Path
 import psycopg
 import pytest
 import pytest_asyncio
+from riskstream.adapters.sql.database import create_engine, migrate
+from riskstream.adapters.sql.score_log import SqlScoreLog
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
-
-from app.adapters.sql.database import create_engine, migrate
-from app.adapters.sql.score_log import SqlScoreLog
 
 SERVER_ENV = "RISKSTREAM_TEST_DATABASE_URL"
 

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from app.adapters.sql.score_log import SqlScoreLog
+from riskstream.adapters.sql.score_log import SqlScoreLog
 
 
 def server_env(

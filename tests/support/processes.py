@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 import redis
-
-from app.bench.server import free_port
+from riskstream.bench.server import free_port
 
 
 def _redis_binary() -> str:

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio as aioredis
-
-from app.adapters.embedded_redis import EmbeddedRedis
-from app.bench.server import delete_keys
+from riskstream.adapters.embedded_redis import EmbeddedRedis
+from riskstream.bench.server import delete_keys
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-
-from app.adapters.sql.score_log import SqlScoreLog
-from app.bootstrap import create_app
-from app.services import Services
-from app.settings import Settings
+from riskstream.adapters.sql.score_log import SqlScoreLog
+from riskstream.bootstrap import create_app
+from riskstream.services import Services
+from riskstream.settings import Settings
 
 
 @pytest.fixture
@@ -76,9 +75,9 @@ def create_key(database_url: str, *scopes: str) -> str:
     For synchronous fixtures; async tests may use ``SqlKeyStore`` on ``sql_engine`` directly."""
     import uuid
 
-    from app.adapters.sql.database import create_engine, migrate
-    from app.adapters.sql.keys import SqlKeyStore
-    from app.core.keys import new_key
+    from riskstream.adapters.sql.database import create_engine, migrate
+    from riskstream.adapters.sql.keys import SqlKeyStore
+    from riskstream.core.keys import new_key
 
     migrate(database_url)
     made = new_key(f"test-{uuid.uuid4().hex[:12]}", list(scopes))

@@ -6,8 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import numpy as np
-
-from app.core.domain import (
+from riskstream.core.domain import (
     Commit,
     EntityState,
     FeedEntry,
@@ -17,9 +16,9 @@ from app.core.domain import (
     Snapshot,
     Watched,
 )
-from app.core.errors import Unavailable
-from app.core.manifest import Manifest
-from app.core.ports import DeadLetter, Undecodable
+from riskstream.core.errors import Unavailable
+from riskstream.core.manifest import Manifest
+from riskstream.core.ports import DeadLetter, Undecodable
 
 
 def manifest(version: str = "1") -> Manifest:

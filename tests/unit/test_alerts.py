@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 import pytest
-
-from app.core.alerts import Threshold, next_alerts
+from riskstream.core.alerts import Threshold, next_alerts
 
 LEVELS = {"aki": Threshold(raise_at=0.5, clear_below=0.3)}
 

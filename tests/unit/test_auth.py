@@ -7,16 +7,15 @@ import dataclasses
 from collections.abc import Mapping
 
 import pytest
-
-from app.core.auth import Authenticator, bearer_secret
-from app.core.errors import (
+from riskstream.core.auth import Authenticator, bearer_secret
+from riskstream.core.errors import (
     AlreadyExists,
     Forbidden,
     InvalidInput,
     Unauthenticated,
     Unavailable,
 )
-from app.core.keys import (
+from riskstream.core.keys import (
     KeyInfo,
     Principal,
     Scope,
@@ -229,7 +228,7 @@ async def test_a_refresh_does_not_run_the_kdf_again(
         calls.append(secret_hash)
         return verify_secret(secret, secret_hash)
 
-    monkeypatch.setattr("app.core.auth.verify_secret", counting)
+    monkeypatch.setattr("riskstream.core.auth.verify_secret", counting)
     for _ in range(3):
         clock.now += 5
         await auth.authenticate(bearer(secret))

@@ -4,9 +4,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
-from app.core.batcher import MicroBatcher
-from app.core.domain import Event
-from app.core.stats import NoStats
+from riskstream.core.batcher import MicroBatcher
+from riskstream.core.domain import Event
+from riskstream.core.stats import NoStats
 
 
 class GatedEngine:

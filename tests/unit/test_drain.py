@@ -6,12 +6,12 @@ import asyncio
 import logging
 
 import pytest
+from riskstream.core import readiness
+from riskstream.core.domain import LoggedScore, Score
+from riskstream.core.drain import OutboxDrainer, drain_once
+from riskstream.core.errors import Unavailable
+from riskstream.core.ports import Undecodable
 
-from app.core import readiness
-from app.core.domain import LoggedScore, Score
-from app.core.drain import OutboxDrainer, drain_once
-from app.core.errors import Unavailable
-from app.core.ports import Undecodable
 from tests.unit.fakes import FakeDrainStats, FakeLog, FakeOutbox, FakeStore
 
 

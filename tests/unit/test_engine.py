@@ -6,11 +6,11 @@ import re
 
 import numpy as np
 import pytest
+from riskstream.core.domain import EntityState, Event, Outcome
+from riskstream.core.drain import drain_once
+from riskstream.core.engine import RandomIds, ScoringEngine
+from riskstream.core.errors import Contention, InvalidInput, OutOfOrder, UnknownEntity
 
-from app.core.domain import EntityState, Event, Outcome
-from app.core.drain import drain_once
-from app.core.engine import RandomIds, ScoringEngine
-from app.core.errors import Contention, InvalidInput, OutOfOrder, UnknownEntity
 from tests.unit.fakes import FakeLog, FakeModel, FakeOutbox, FakeStore
 
 T0 = 1_800_000_000.0

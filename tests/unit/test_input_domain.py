@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from riskstream.core.domain import Event, Outcome
+from riskstream.core.engine import EVENT_TIME_MIN, FLOAT32_MAX, ScoringEngine
+from riskstream.core.errors import InvalidInput, ModelContractError
+from riskstream.core.manifest import Manifest, load_manifest
 
-from app.core.domain import Event, Outcome
-from app.core.engine import EVENT_TIME_MIN, FLOAT32_MAX, ScoringEngine
-from app.core.errors import InvalidInput, ModelContractError
-from app.core.manifest import Manifest, load_manifest
 from tests.unit.fakes import FakeLog, FakeModel, FakeStore
 
 NOW = 1_795_900_000.0  # 2026-11-29T19:46:40Z: the engine's clock in these tests

@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Mapping
 
 import numpy as np
+from riskstream.core.domain import Event, Outcome, Score
+from riskstream.core.engine import ScoringEngine
+from riskstream.core.errors import InvalidInput, OutOfOrder, Unavailable
 
-from app.core.domain import Event, Outcome, Score
-from app.core.engine import ScoringEngine
-from app.core.errors import InvalidInput, OutOfOrder, Unavailable
 from tests.unit.fakes import FakeLog, FakeModel, FakeStore
 
 NOW = 1_795_900_000.0

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import pytest
 from pydantic import BaseModel
-
-from app.core.alerts import Threshold
-from app.core.domain import FeedEntry, FeedPage, Outcome, Score, Watched
-from app.core.errors import InvalidInput
-from app.web.schemas import (
+from riskstream.core.alerts import Threshold
+from riskstream.core.domain import FeedEntry, FeedPage, Outcome, Score, Watched
+from riskstream.core.errors import InvalidInput
+from riskstream.web.schemas import (
     BulkErrorOut,
     BulkOut,
     BulkScoredOut,

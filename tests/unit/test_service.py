@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from riskstream.core.batcher import DirectScorer
+from riskstream.core.domain import Event
+from riskstream.core.drain import OutboxDrainer
+from riskstream.core.engine import ScoringEngine
+from riskstream.core.errors import InvalidInput, OutOfOrder, Unavailable, UnknownEntity
+from riskstream.core.readiness import ReadinessProbe
+from riskstream.core.service import RiskService
 
-from app.core.batcher import DirectScorer
-from app.core.domain import Event
-from app.core.drain import OutboxDrainer
-from app.core.engine import ScoringEngine
-from app.core.errors import InvalidInput, OutOfOrder, Unavailable, UnknownEntity
-from app.core.readiness import ReadinessProbe
-from app.core.service import RiskService
 from tests.unit.fakes import FakeLog, FakeModel, FakeOutbox, FakeStore, FakeViews
 
 T0 = 1_800_000_000.0

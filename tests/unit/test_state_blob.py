@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from app.adapters.state_blob import StateBlob
-from app.core.manifest import StateSpec
+from riskstream.adapters.state_blob import StateBlob
+from riskstream.core.manifest import StateSpec
 
 SPECS = [StateSpec(name="h", shape=(2, 4)), StateSpec(name="m", shape=(1, 40))]
 

@@ -1,11 +1,10 @@
-"""The caps on open SSE streams per key and per process (``app.web.auth.StreamSlots``)."""
+"""The caps on open SSE streams per key and per process (``riskstream.web.auth.StreamSlots``)."""
 
 from __future__ import annotations
 
 import pytest
-
-from app.core.errors import RateLimited, Unavailable
-from app.web.auth import StreamSlots
+from riskstream.core.errors import RateLimited, Unavailable
+from riskstream.web.auth import StreamSlots
 
 
 def test_per_key_then_per_process_and_slots_come_back() -> None:

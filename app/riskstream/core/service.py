@@ -1,0 +1,124 @@
+"""The application service: every operation the API offers, in domain words, over the core's ports.
+
+The web layer parses a request, makes one call here and renders what comes back; it never reaches
+for an adapter. What the routes may do is therefore listed in one place, typed with the Protocol
+ports (``riskstream.core.ports``), so the service runs on fakes as well as on Redis and SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+
+from riskstream.core.alerts import Threshold
+from riskstream.core.batcher import Scorer
+from riskstream.core.domain import Event, FeedPage, LoggedScore, Outcome, Score, Watched
+from riskstream.core.engine import Result
+from riskstream.core.errors import InvalidInput, RiskstreamError, UnknownEntity
+from riskstream.core.manifest import Manifest
+from riskstream.core.ports import AuditLog, ScoreLog, StateStore, Views
+from riskstream.core.readiness import Readiness
+
+
+class RiskService:
+    def __init__(
+        self,
+        *,
+        scorer: Scorer,
+        store: StateStore,
+        log: ScoreLog,
+        views: Views,
+        manifest: Manifest,
+        thresholds: Mapping[str, Threshold],
+        readiness: Callable[[], Awaitable[Readiness]],
+        audit: AuditLog | None = None,
+    ) -> None:
+        self._audit = audit
+        self._readiness = readiness
+        self._scorer = scorer
+        self._store = store
+        self._log = log
+        self._views = views
+        self.manifest = manifest
+        self.thresholds = dict(thresholds)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def score_events(self, events: Sequence[Event]) -> list[Result]:
+        """One result per event, in the order given: its score, or its own error."""
+        return await self._scorer.score(events)
+
+    async def score_event(self, event: Event) -> Outcome:
+        [result] = await self._scorer.score([event])
+        if isinstance(result, RiskstreamError):
+            raise result
+        return result
+
+    async def forget(self, entity_id: str, *, key: str | None = None) -> None:
+        """Forget the entity's state; first, the deletion is audited (key, entity, time): if
+        the audit log cannot be written (``Unavailable``), nothing is forgotten. An attempt on
+        an entity with no state is audited too (then 404)."""
+        if self._audit is not None:
+            await self._audit.record_deletion(key, entity_id)
+        if not await self._store.forget(entity_id):
+            raise UnknownEntity(f"no state for entity {entity_id!r}", field="entity_id")
+
+    # -- one entity -----------------------------------------------------------------------
+
+    async def latest_risk(self, entity_id: str) -> Watched:
+        watched = await self._views.watched(entity_id)
+        if watched is None:
+            raise UnknownEntity(f"no state for entity {entity_id!r}", field="entity_id")
+        return watched
+
+    async def history(
+        self, entity_id: str, *, since: datetime | None, after_step: int | None, limit: int
+    ) -> list[Score]:
+        return await self._log.history(
+            entity_id, since=_aware(since), after_step=after_step, limit=limit
+        )
+
+    async def history_with_values(
+        self, entity_id: str, *, since: datetime | None, after_step: int | None, limit: int
+    ) -> list[LoggedScore]:
+        return await self._log.history_with_values(
+            entity_id, since=_aware(since), after_step=after_step, limit=limit
+        )
+
+    # -- operations -----------------------------------------------------------------------
+
+    async def readiness(self) -> Readiness:
+        """Whether this process can serve (Redis and the database reachable), and what an
+        operator should act on even so (dead letters, a stalled drain, Redis found emptied)."""
+        return await self._readiness()
+
+    # -- dashboards -----------------------------------------------------------------------
+
+    def output(self, name: str | None) -> str:
+        """The model output a dashboard asks about; the first output if it names none."""
+        outputs = self.manifest.output_names
+        if name is None:
+            return outputs[0]
+        if name not in outputs:
+            raise InvalidInput(
+                f"unknown output {name!r}; the model has {list(outputs)}", field="output"
+            )
+        return name
+
+    async def views_version(self) -> int:
+        return await self._views.version()
+
+    async def watchlist(self, output: str, *, min_risk: float, limit: int) -> list[Watched]:
+        return await self._views.watchlist(output, min_risk=min_risk, limit=limit)
+
+    async def feed(self, cursor: str | None, limit: int) -> FeedPage:
+        return await self._views.feed(cursor, limit)
+
+    async def last_cursor(self) -> str | None:
+        return await self._views.last_cursor()
+
+
+def _aware(since: datetime | None) -> datetime | None:
+    if since is not None and since.tzinfo is None:
+        raise InvalidInput("since has no UTC offset; add 'Z' or e.g. '+01:00'", field="since")
+    return since
