@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from riskstream.bench.server import ServerProcess
 from riskstream.settings import Settings
 
+from tests.support.server import ServerProcess
 from tests.support.service import Running, server_env
 
 T0 = 1_790_000_000
