@@ -251,7 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         version=version(),
         help="print the version and the default model's, and exit",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="one of these (riskstream COMMAND --help tells more):",
+    )
 
     serve = commands.add_parser(
         "serve",
@@ -300,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="The outbox's dead letters, on the Redis `serve` uses (REDIS_URL, else the "
         "embedded one in DATA_DIR; KEY_PREFIX).",
     )
-    actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = dead.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="one of these:"
+    )
     actions.add_parser(
         "list", help="one JSON line per dead letter, oldest first", description="List them."
     )
