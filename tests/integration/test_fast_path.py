@@ -3,66 +3,28 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from riskstream.bootstrap import create_app
 from riskstream.settings import Settings
-from riskstream.web.events import single_event_route
 from riskstream.web.fast_path import SingleEventFastPath
-from starlette.types import Receive, Scope, Send
+
+from tests.support.fast_path import TwoPaths, client
 
 T = ["2026-11-25T08:00:00Z", "2026-11-25T09:30:00Z", "2026-11-25T10:00:00Z"]
 VALUES = [{"HR": 92, "Creatinine": 1.1}, {"HR": 101, "Temp": 38.2}, {"Creatinine": 1.6}]
-
-
-@pytest.fixture
-async def routed(settings: Settings) -> AsyncIterator[FastAPI]:
-    """The same service without the fast path: every request goes through the FastAPI route."""
-    app = create_app(settings, fast_path=False)
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-def client(asgi: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://rs")
-
-
-def fast_path_before(app: FastAPI, settings: Settings, handed_on: list[str]) -> Any:
-    """The fast path in front of ``app`` (built as the app's own stack builds it); the path of
-    every request it hands on to ``app`` instead of serving is appended to ``handed_on``."""
-
-    async def counting(scope: Scope, receive: Receive, send: Send) -> None:
-        handed_on.append(scope["path"])
-        await app(scope, receive, send)
-
-    fast_path = SingleEventFastPath(
-        counting, route=single_event_route(), retry_after=settings.retry_after_seconds
-    )
-
-    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
-        scope["app"] = app  # where the fast path finds the services, as inside the app's stack
-        await fast_path(scope, receive, send)
-
-    return asgi
 
 
 def comparable(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in ("entity_id", "scored_at")}
 
 
-async def test_fast_path_and_route_score_and_advance_state_alike(
-    routed: FastAPI, settings: Settings
-) -> None:
+async def test_fast_path_and_route_score_and_advance_state_alike(two_paths: TwoPaths) -> None:
     a, b = (f"patient-{uuid.uuid4().hex[:8]}" for _ in range(2))
-    handed_on: list[str] = []
-    async with (
-        client(fast_path_before(routed, settings, handed_on)) as fast,
-        client(routed) as route,
-    ):
+    handed_on = two_paths.handed_on
+    async with client(two_paths.fast) as fast, client(two_paths.routed) as route:
         for i, (t, values) in enumerate(zip(T, VALUES)):
             event = {"event_id": f"e{i}", "time": t, "values": values}
             # alternate which entity goes which way: the state either path wrote, the other reads
@@ -100,14 +62,11 @@ async def test_fast_path_and_route_score_and_advance_state_alike(
     ],
 )
 async def test_what_the_fast_path_does_not_take_the_route_answers(
-    routed: FastAPI, settings: Settings, content_type: str, raw: bytes, field: str
+    two_paths: TwoPaths, content_type: str, raw: bytes, field: str
 ) -> None:
     entity = f"patient-{uuid.uuid4().hex[:8]}"
-    handed_on: list[str] = []
-    async with (
-        client(fast_path_before(routed, settings, handed_on)) as fast,
-        client(routed) as route,
-    ):
+    handed_on = two_paths.handed_on
+    async with client(two_paths.fast) as fast, client(two_paths.routed) as route:
         answers = [
             await c.post(
                 f"/v1/entities/{entity}/events", content=raw, headers={"content-type": content_type}
@@ -123,17 +82,14 @@ async def test_what_the_fast_path_does_not_take_the_route_answers(
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
 async def test_a_body_not_declared_as_json_is_refused_with_415_by_both_paths_alike(
-    routed: FastAPI, settings: Settings, content_type: str | None
+    two_paths: TwoPaths, content_type: str | None
 ) -> None:
     """A cross-site "simple" post (text/plain, a form) must not score anything."""
     entity = f"patient-{uuid.uuid4().hex[:8]}"
     raw = b'{"event_id": "e", "time": "2026-11-25T08:00:00Z"}'
     headers = {"content-type": content_type} if content_type else {}
-    handed_on: list[str] = []
-    async with (
-        client(fast_path_before(routed, settings, handed_on)) as fast,
-        client(routed) as route,
-    ):
+    handed_on = two_paths.handed_on
+    async with client(two_paths.fast) as fast, client(two_paths.routed) as route:
         answers = [
             await c.post(f"/v1/entities/{entity}/events", content=raw, headers=headers)
             for c in (fast, route)
