@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.model",
     "tests.support.service",
     "tests.support.processes",
+    "tests.support.fast_path",
 ]

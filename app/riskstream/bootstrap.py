@@ -234,7 +234,10 @@ _NO_NATIVE_TELEMETRY: dict[str, Any] = (
 )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> FastAPI:
+    """The app on ``settings`` (else read from the environment). ``fast_path=False`` leaves out
+    ``SingleEventFastPath``, so that every single-event POST goes through its FastAPI route:
+    what the fast path must answer exactly like."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -267,11 +270,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.shared_cursor = views.SharedCursor(settings.stream_poll_s)
     errors.install(app, retry_after=settings.retry_after_seconds)
     openapi.install(app, settings)
-    app.add_middleware(
-        SingleEventFastPath,
-        route=events.single_event_route(),
-        retry_after=settings.retry_after_seconds,
-    )
+    if fast_path:
+        app.add_middleware(
+            SingleEventFastPath,
+            route=events.single_event_route(),
+            retry_after=settings.retry_after_seconds,
+        )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(metrics.RequestTimer)
     if settings.cors_origins:

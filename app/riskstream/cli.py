@@ -1,4 +1,8 @@
-"""The ``riskstream`` command."""
+"""The ``riskstream`` command: ``serve`` and the commands around it.
+
+``build_parser`` is the whole command line (every command's help); the commands with parsers of
+their own (``keys``, ``demo``, ``bench``, ``evaluate``) get their arguments as given.
+"""
 
 from __future__ import annotations
 
@@ -160,21 +164,134 @@ def _evaluate(argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    result: int = evaluate_main(list(argv))
+    result: int = evaluate_main(list(argv), prog="riskstream evaluate")
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="riskstream", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+DESCRIPTION = (
+    "Live risk scores from a recurrent model: each event an entity's client posts advances its "
+    "state one step through an ONNX model (state in Redis, every score logged to SQL). Every "
+    "command reads the same settings from the environment (see `riskstream serve --help`)."
+)
+# The commands with parsers of their own: riskstream <command> --help shows theirs.
+DELEGATED = {
+    "keys": "create, list and revoke API keys (docs/auth.md)",
+    "demo": "replay PhysioNet ICU patients through a running service: a live ward",
+    "bench": "load-test a server, its own or --url; prints JSON figures (docs/performance.md)",
+    "evaluate": "score an event table with a model artifact as the service steps it "
+    "(needs the train extra)",
+}
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
-    serve = commands.add_parser("serve", help="run the service (embedded defaults if unset)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--log-level", default="info")
-    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False)
+
+def version() -> str:
+    """The package's version and the default model's name and version (its manifest)."""
+    import json
+
+    from riskstream import __version__
+    from riskstream.settings import DEFAULT_MODEL_DIR
+
+    try:
+        manifest = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
+        model = f"{manifest['name']} {manifest['version']}"
+    except (OSError, ValueError, KeyError) as exc:
+        model = f"unreadable ({exc})"
+    return f"riskstream {__version__} (default model {model})"
+
+
+def _shown(value: object) -> str:
+    import json
+    from datetime import datetime
+    from pathlib import Path
+
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value)
+    return str(value)
+
+
+def settings_help(width: int | None = None) -> str:
+    """Every setting, from the settings class's own field descriptions and defaults."""
+    import shutil
+    import textwrap
+
+    width = width or max(70, min(100, shutil.get_terminal_size().columns - 2))
+    from riskstream.settings import DEFAULT_MODEL_DIR, Settings
+
+    lines = ["settings (environment variables; the README's Settings section has more):"]
+    for name, field in Settings.model_fields.items():
+        if name == "model_dir":
+            default = f"the bundled model, {DEFAULT_MODEL_DIR.parent.name}/{DEFAULT_MODEL_DIR.name}"
+        else:
+            default = _shown(field.get_default(call_default_factory=True))
+        text = f"{field.description} (default: {default})"
+        lines += textwrap.wrap(
+            text,
+            width,
+            initial_indent=f"  {name.upper():<26}",
+            subsequent_indent=" " * 28,
+        )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import textwrap
+
+    parser = argparse.ArgumentParser(prog="riskstream", description=DESCRIPTION)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=version(),
+        help="print the version and the default model's, and exit",
+    )
+    commands = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="one of these (riskstream COMMAND --help tells more):",
+    )
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the service (SQLite and an embedded Redis when their URLs are unset)",
+        description=textwrap.fill(
+            "Migrate the database, then run the service with uvicorn. With no REDIS_URL one "
+            "embedded Redis serves every worker; with no DATABASE_URL, SQLite in DATA_DIR. The "
+            "first start creates an admin API key (DATA_DIR/admin.key) and prints the "
+            "dashboard's signed-in URL.",
+            78,
+        ),
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s; AUTH=false only on a loopback one)",
+    )
+    serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn worker processes sharing one Redis (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=LOG_LEVELS, help="log level (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="log every request (default: off)",
+    )
     serve.add_argument(
         "--proxy-headers",
         action=argparse.BooleanOptionalAction,
@@ -183,42 +300,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     dead = commands.add_parser(
-        "dead-letters", help="outbox entries the database refused: list them or replay them"
+        "dead-letters",
+        help="outbox entries the database refused: list them or replay them",
+        description="The outbox's dead letters, on the Redis `serve` uses (REDIS_URL, else the "
+        "embedded one in DATA_DIR; KEY_PREFIX).",
     )
-    actions = dead.add_subparsers(dest="action", required=True)
-    actions.add_parser("list", help="one JSON line per dead letter, oldest first")
+    actions = dead.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="one of these:"
+    )
+    actions.add_parser(
+        "list", help="one JSON line per dead letter, oldest first", description="List them."
+    )
     replay = actions.add_parser(
-        "replay", help="move dead letters back to the outbox to be drained again (all if no --id)"
+        "replay",
+        help="move dead letters back to the outbox to be drained again (all if no --id)",
+        description="Move dead letters back to the outbox; prints how many.",
     )
-    replay.add_argument("--id", action="append", metavar="ID", help="a dead letter's id")
-
-    commands.add_parser(
-        "evaluate", help="score an event table with a model artifact", add_help=False
-    )
-
-    commands.add_parser(
-        "bench", help="load-test a server (see docs/performance.md)", add_help=False
+    replay.add_argument(
+        "--id", action="append", metavar="ID", help="a dead letter's id (repeat for several)"
     )
 
-    # API keys (issue 12): the command's code is in app/riskstream/keys_cli.py.
-    commands.add_parser("keys", help="create, list and revoke API keys", add_help=False)
+    for name, text in DELEGATED.items():
+        commands.add_parser(name, help=text, add_help=False)
+    return parser
 
-    if argv and argv[0] == "evaluate":
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else None
+    if command == "evaluate":
         return _evaluate(argv[1:])
-    if argv and argv[0] == "demo":
+    if command == "demo":
         from riskstream.demo import main as demo_main
 
         demo_result: int = demo_main(list(argv[1:]))
         return demo_result
-    if argv and argv[0] == "bench":
+    if command == "bench":
         from riskstream.bench import main as bench_main
 
         bench_result: int = bench_main(list(argv[1:]))
         return bench_result
-    if argv and argv[0] == "keys":
+    if command == "keys":
         from riskstream.keys_cli import main as keys_main
 
         return keys_main(argv[1:])
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "serve":

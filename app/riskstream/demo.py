@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from riskstream.progress import bar, enabled
 from riskstream.resources import resource
 
 DEFAULT_DATA = resource("demo") / "physionet2019-sample.parquet"
@@ -50,7 +51,7 @@ class Progress:
     latest: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="riskstream demo",
         description="Replay PhysioNet 2019 ICU patients through a running riskstream service.",
@@ -87,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         help="mean simulated hours between admissions (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=0, help="which patients, and when they arrive")
-    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--quiet", action="store_true", help="print only the summary (no progress bar)")
     p.add_argument(
         "--key",
         default=None,
@@ -219,7 +220,7 @@ def _report(
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.speedup <= 0 or args.patients < 1 or args.max_seconds <= 0:
         print("riskstream demo: --speedup, --patients, --max-seconds must be > 0", file=sys.stderr)
         return 2
@@ -289,15 +290,20 @@ def main(argv: list[str]) -> int:
         started = time.monotonic()
         next_report = started
         i = 0
+        # On a terminal a bar (events sent, with the latest report) stands for the report lines.
+        drawn = enabled(args.quiet)
+        shown = bar("demo", total=len(timeline), unit="event", quiet=args.quiet)
         try:
             while i < len(timeline):
                 elapsed = time.monotonic() - started
                 if elapsed >= args.max_seconds:
+                    shown.close()
                     print(f"stopping after --max-seconds {args.max_seconds:g}", flush=True)
                     break
                 sim_h = elapsed * args.speedup / 3600.0
                 present_h = (datetime.now(UTC) - base).total_seconds() / 3600.0
                 if i < len(timeline) and timeline[i][0] > present_h:
+                    shown.close()
                     print(
                         "the replay has caught up with the present (the service takes no events "
                         "from the future); run it again later, or pick other patients with --seed",
@@ -312,8 +318,13 @@ def main(argv: list[str]) -> int:
                     i += 1
                 if batch:
                     _post(client, batch, progress)
+                    shown.update(len(batch))
                 now = time.monotonic()
-                if not args.quiet and now >= next_report:
+                if drawn:
+                    admitted = sum(1 for p in patients if p.posted)
+                    report = _report(progress, outputs, admitted, len(patients), sim_h)
+                    shown.set_postfix_str(report, refresh=False)
+                elif not args.quiet and now >= next_report:
                     admitted = sum(1 for p in patients if p.posted)
                     print(_report(progress, outputs, admitted, len(patients), sim_h), flush=True)
                     next_report = now + 5.0
@@ -322,10 +333,14 @@ def main(argv: list[str]) -> int:
                     left = args.max_seconds - (now - started)
                     time.sleep(max(0.0, min(tick, wait_until - time.monotonic(), left)))
         except KeyboardInterrupt:
+            shown.close()
             print("interrupted", flush=True)
         except httpx.HTTPError as exc:
+            shown.close()
             print(f"riskstream demo: lost the service at {args.url}: {exc}", file=sys.stderr)
             return 1
+        finally:
+            shown.close()
         sim_h = (time.monotonic() - started) * args.speedup / 3600.0
         admitted = sum(1 for p in patients if p.posted)
         print("done: " + _report(progress, outputs, admitted, len(patients), sim_h), flush=True)

@@ -20,8 +20,12 @@ from riskstream.core.keys import KeyInfo, Scope, new_key
 from riskstream.core.ports import KeyStore
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="riskstream keys", description="manage API keys")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="riskstream keys",
+        description="Create, list and revoke API keys, in the database `riskstream serve` uses "
+        "(same DATABASE_URL / DATA_DIR). See docs/auth.md.",
+    )
     actions = parser.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create a key; prints its secret once")
     create.add_argument("--name", required=True, help="unique; audit records name the key by it")
@@ -35,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     listing = actions.add_parser("list", help="every key: name, scopes, times, revoked")
     listing.add_argument("--json", action="store_true", help="as a JSON array")
     revoke = actions.add_parser("revoke", help="revoke a key (within AUTH_CACHE_S everywhere)")
-    revoke.add_argument("name")
+    revoke.add_argument("name", help="the key's name")
     return parser
 
 
@@ -97,7 +101,7 @@ async def _act(args: argparse.Namespace, keys: KeyStore) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = _parser().parse_args(list(argv))
+    args = build_parser().parse_args(list(argv))
 
     from riskstream.adapters.sql.database import create_engine, migrate
     from riskstream.adapters.sql.keys import SqlKeyStore

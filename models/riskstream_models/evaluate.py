@@ -1,6 +1,6 @@
-"""Evaluate an exported model by stepping its ONNX graph over every event, as the service does.
+r"""Evaluate an exported model by stepping its ONNX graph over every event, as the service does.
 
-    python -m riskstream_models.evaluate --model models/aki-lstm/1.0.0 \
+    riskstream evaluate --model models/aki-lstm/1.2.0 \
         --data /work/shared/data/physionet2019/setA.parquet --split test [--report DIR]
 
 No torch: onnxruntime, numpy, scikit-learn (matplotlib only for --report).
@@ -17,13 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from tqdm import tqdm
 
 from .data import EventTable, load_events, make_labels, split_entities
 from .metrics import aki_report, binary_report
 
 
-def rollout(model_dir: str | Path, ev: EventTable, batch: int = 512) -> np.ndarray:
-    """Risk (N, K) for every event: batches of entities, one ONNX step per event, states carried."""
+def rollout(
+    model_dir: str | Path, ev: EventTable, batch: int = 512, progress: bool = False
+) -> np.ndarray:
+    """Risk (N, K) for every event: batches of entities, one ONNX step per event, states carried.
+    ``progress``: a bar of the events scored on stderr, if stderr is a terminal."""
     man = json.loads((Path(model_dir) / "manifest.json").read_text())
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
@@ -39,6 +43,16 @@ def rollout(model_dir: str | Path, ev: EventTable, batch: int = 512) -> np.ndarr
     dt_all = ev.dt()
     n = np.diff(ev.starts)
     order = np.argsort(n, kind="stable")
+    shown = tqdm(
+        total=len(ev.time),
+        desc="evaluate",
+        unit="event",
+        file=sys.stderr,
+        disable=not (progress and sys.stderr.isatty()),
+        leave=False,
+        dynamic_ncols=True,
+        mininterval=0.25,
+    )
     for i in range(0, len(order), batch):
         idx = order[i : i + batch]
         B = len(idx)
@@ -54,6 +68,8 @@ def rollout(model_dir: str | Path, ev: EventTable, batch: int = 512) -> np.ndarr
             out = sess.run(None, {"x": x, "dt": dt, **states})
             risk[rows[live]] = out[0][live]
             states = dict(zip(names, out[1:], strict=True))
+            shown.update(int(live.sum()))
+    shown.close()
     return risk
 
 
@@ -65,6 +81,7 @@ def evaluate(
     seed: int = 0,
     entity: str = "patient_id",
     time: str = "hour",
+    progress: bool = False,
 ) -> dict:
     """Score every event of data_file (or its `split` of entities) and return metrics per output."""
     man = json.loads((Path(model_dir) / "manifest.json").read_text())
@@ -80,7 +97,7 @@ def evaluate(
         )
         ents = list(split_entities(all_ents[entity].astype(str).to_numpy(), seed)[split])
     ev = load_events(data_file, entity, time, feats, entities=ents)
-    risk = rollout(model_dir, ev)
+    risk = rollout(model_dir, ev, progress=progress)
     label, keep, onset = make_labels(ev)
     res = {
         "data": {
@@ -103,9 +120,9 @@ def evaluate(
     return res
 
 
-def main(argv=None) -> int:
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument(
         "--model", required=True, help="artifact folder with model.onnx + manifest.json"
@@ -118,11 +135,29 @@ def main(argv=None) -> int:
         help="evaluate only this patient split (same seeded split as training)",
     )
     ap.add_argument("--seed", type=int, default=0, help="split seed")
-    ap.add_argument("--entity", default="patient_id")
-    ap.add_argument("--time", default="hour")
-    args = ap.parse_args(argv)
+    ap.add_argument(
+        "--entity", default="patient_id", help="the entity id column (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--time", default="hour", help="the event time column, in hours (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--quiet", action="store_true", help="no progress bar (drawn on stderr if a terminal)"
+    )
+    return ap
+
+
+def main(argv=None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     res = evaluate(
-        args.model, args.data, args.report, args.split, args.seed, args.entity, args.time
+        args.model,
+        args.data,
+        args.report,
+        args.split,
+        args.seed,
+        args.entity,
+        args.time,
+        progress=not args.quiet,
     )
     json.dump(res, sys.stdout, indent=2)
     print()

@@ -22,11 +22,11 @@ from typing import Any
 
 import httpx
 import pytest
-from riskstream.bench.server import ServerProcess
 from riskstream.demo import DEFAULT_DATA, load_patients
 from riskstream.demo import main as demo
 
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, REPO
+from tests.support.server import ServerProcess
 
 try:
     from playwright import sync_api

@@ -7,9 +7,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from riskstream.bench.server import ServerProcess
 
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.support.server import ServerProcess
 
 try:
     from playwright import sync_api

@@ -32,7 +32,7 @@ async def test_delete_with_the_database_down_forgets_nothing(
             # then closes every connection (one still checked out would be left unclosed)
             assert len(await wait_logged(app.state.services.score_log, "p1", 1)) == 1
             make_sqlite_unreachable(db_file)
-            await app.state.services.score_log._engine.dispose()
+            await app.state.services.score_log.dispose()
 
             refused = await client.delete("/v1/entities/p1")
             assert refused.status_code == 503, refused.text

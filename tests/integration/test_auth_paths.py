@@ -8,14 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from riskstream.adapters.sql.keys import SqlKeyStore
 from riskstream.core.keys import new_key
 from riskstream.settings import Settings
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.integration.test_fast_path import client, count_handed_on, route_only
-from tests.support.service import Running
+from tests.support.fast_path import TwoPaths, client
 
 EVENT = {"event_id": "e1", "time": "2026-11-25T08:00:00Z", "values": {"HR": 92}}
 UNKNOWN = "rsk_0123456789abcdef_" + "A" * 43  # shaped like a secret, stored nowhere
@@ -28,11 +26,6 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(
         update={"auth": True, "rate_limit_burst": 2, "rate_limit_events_s": 1e-6}
     )
-
-
-@pytest.fixture
-def app(service: Running) -> FastAPI:
-    return service.app
 
 
 async def make_key(engine: AsyncEngine, *scopes: str, revoked: bool = False) -> str:
@@ -48,19 +41,16 @@ def bearer(secret: str) -> dict[str, str]:
     return {"authorization": f"Bearer {secret}"}
 
 
-async def both(app: FastAPI, headers: dict[str, str]) -> tuple[httpx.Response, httpx.Response]:
+async def both(paths: TwoPaths, headers: dict[str, str]) -> tuple[httpx.Response, httpx.Response]:
     """The same request to an entity of its own through each path."""
-    routed_app = route_only(app)  # before counting: its requests are not the fast path's
-    handed_on = count_handed_on(app)
     answers = []
-    for asgi in (app, routed_app):
+    for asgi in (paths.fast, paths.routed):
         async with client(asgi) as c:
             entity = f"p-{uuid.uuid4().hex[:8]}"
             answers.append(
                 await c.post(f"/v1/entities/{entity}/events", json=EVENT, headers=headers)
             )
-        if asgi is app:
-            assert handed_on == [], "the fast path handed on a request it should answer"
+    assert paths.handed_on == [], "the fast path handed on a request it should answer"
     fast, routed = answers
     return fast, routed
 
@@ -78,7 +68,7 @@ def same(fast: httpx.Response, routed: httpx.Response) -> dict[str, Any]:
     "case", ["no key", "not bearer", "unknown key", "wrong scope", "revoked key"]
 )
 async def test_refusals_are_the_same_bytes_on_both_paths(
-    app: FastAPI, sql_engine: AsyncEngine, case: str
+    two_paths: TwoPaths, sql_engine: AsyncEngine, case: str
 ) -> None:
     headers = {
         "no key": {},
@@ -87,7 +77,7 @@ async def test_refusals_are_the_same_bytes_on_both_paths(
         "wrong scope": bearer(await make_key(sql_engine, "read")),
         "revoked key": bearer(await make_key(sql_engine, "ingest", revoked=True)),
     }[case]
-    fast, routed = await both(app, headers)
+    fast, routed = await both(two_paths, headers)
     body = same(fast, routed)
     if case == "wrong scope":
         assert fast.status_code == 403
@@ -101,10 +91,10 @@ async def test_refusals_are_the_same_bytes_on_both_paths(
 
 
 async def test_rate_limited_and_success_alike_on_both_paths(
-    app: FastAPI, sql_engine: AsyncEngine
+    two_paths: TwoPaths, sql_engine: AsyncEngine
 ) -> None:
     headers = bearer(await make_key(sql_engine, "ingest"))
-    fast, routed = await both(app, headers)  # the burst of 2: one each way
+    fast, routed = await both(two_paths, headers)  # the burst of 2: one each way
     assert fast.status_code == routed.status_code == 200, (fast.text, routed.text)
     assert fast.headers["content-type"] == routed.headers["content-type"]
     drop = ("entity_id", "scored_at")
@@ -112,17 +102,17 @@ async def test_rate_limited_and_success_alike_on_both_paths(
         k: v for k, v in routed.json().items() if k not in drop
     }
 
-    fast, routed = await both(app, headers)  # the bucket is empty
+    fast, routed = await both(two_paths, headers)  # the bucket is empty
     body = same(fast, routed)
     assert fast.status_code == 429
     assert body["error"]["code"] == "rate_limited"
     assert int(fast.headers["retry-after"]) >= 1
 
 
-async def test_a_refused_post_scores_nothing(app: FastAPI, sql_engine: AsyncEngine) -> None:
+async def test_a_refused_post_scores_nothing(two_paths: TwoPaths, sql_engine: AsyncEngine) -> None:
     reader = bearer(await make_key(sql_engine, "read", "ingest"))
     entity = f"p-{uuid.uuid4().hex[:8]}"
-    async with client(app) as c:
+    async with client(two_paths.fast) as c:
         refused = await c.post(f"/v1/entities/{entity}/events", json=EVENT)
         assert refused.status_code == 401
         assert (await c.get(f"/v1/entities/{entity}/risk", headers=reader)).status_code == 404

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from riskstream.bench.server import free_port
 from riskstream.cli import is_loopback
 from riskstream.settings import Settings
 
 from tests.support.paths import PROJECT_ROOT
+from tests.support.server import free_port
 from tests.support.service import server_env
 
 

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 from riskstream.adapters.sql.tables import api_keys, deletions, events, scores
-from riskstream.bench.server import ServerProcess
 from riskstream.core.keys import key_id_of
 from riskstream.settings import Settings
 from sqlalchemy import select
@@ -24,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.test_auth_paths import UNKNOWN, bearer, make_key
 from tests.support.paths import PROJECT_ROOT
+from tests.support.server import ServerProcess
 from tests.support.service import server_env
 
 pytestmark = pytest.mark.slow

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import redis.asyncio as aioredis
 from riskstream.adapters.codec import encode_logged
-from riskstream.adapters.sql.database import create_engine
 from riskstream.adapters.sql.score_log import SqlScoreLog
-from riskstream.bench.server import free_port
+from riskstream.bootstrap import create_app
 from riskstream.core.domain import LoggedScore, Score
+from riskstream.settings import Settings
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.support.database import OwnDatabase
 from tests.support.service import Running, wait_logged
 
 
@@ -46,10 +49,14 @@ async def wait_dead_letters(client: aioredis.Redis, prefix: str, count: int) -> 
 
 
 async def test_refused_records_go_to_the_dead_letters_and_the_valid_ones_land(
-    service: Running, redis_client: aioredis.Redis, key_prefix: str, score_log: SqlScoreLog
+    service: Running,
+    redis_client: aioredis.Redis,
+    key_prefix: str,
+    score_log: SqlScoreLog,
+    sql_engine: AsyncEngine,
 ) -> None:
     """Before: the batch holding a refused record was retried forever; none of it reached SQL."""
-    postgres = score_log._engine.dialect.name == "postgresql"
+    postgres = sql_engine.dialect.name == "postgresql"
     valid = [logged("dl-ok", n) for n in range(1, 6)]
     bad = [encode_logged(BAD_TIME), b'{"not": "a score"}', encode_logged(LONG_ID)]
     encoded = [encode_logged(v) for v in valid]
@@ -82,25 +89,33 @@ async def test_refused_records_go_to_the_dead_letters_and_the_valid_ones_land(
 
 
 async def test_a_database_that_is_down_sets_nothing_aside(
-    service: Running, redis_client: aioredis.Redis, key_prefix: str, score_log: SqlScoreLog
+    settings: Settings, own_database: OwnDatabase, redis_client: aioredis.Redis, key_prefix: str
 ) -> None:
     """Unreachable is not refused: the outbox holds the scores and the drain retries."""
-    log = service.services.score_log
-    reachable = log._engine
-    log._engine = create_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/riskstream")
-    try:
-        for n in range(2):
-            body = {"event_id": f"e{n}", "time": f"2026-11-25T0{n}:00:00Z", "values": {"HR": 80}}
-            response = await service.client.post("/v1/entities/down/events", json=body)
-            assert response.status_code == 200, response.text
-        for _ in range(400):  # until the drain has failed for a while
-            if service.services.drainer.stalled_s() > 1.5:
-                break
-            await asyncio.sleep(0.05)
-        assert service.services.drainer.stalled_s() > 1.5
-        assert await redis_client.xlen(f"{key_prefix}:outbox") == 2
-    finally:
-        await log._engine.dispose()
-        log._engine = reachable
-    assert len(await wait_logged(score_log, "down", 2)) == 2
-    assert await redis_client.xlen(f"{key_prefix}:deadletter") == 0
+    app = create_app(settings.model_copy(update={"database_url": own_database.url}))
+    async with app.router.lifespan_context(app) as state:
+        services = state["services"]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://rs") as client:
+            own_database.stop()
+            await services.score_log.dispose()
+            try:
+                for n in range(2):
+                    body = {
+                        "event_id": f"e{n}",
+                        "time": f"2026-11-25T0{n}:00:00Z",
+                        "values": {"HR": 80},
+                    }
+                    response = await client.post("/v1/entities/down/events", json=body)
+                    assert response.status_code == 200, response.text
+                for _ in range(400):  # until the drain has failed for a while
+                    if services.drainer.stalled_s() > 1.5:
+                        break
+                    await asyncio.sleep(0.05)
+                assert services.drainer.stalled_s() > 1.5
+                assert await redis_client.xlen(f"{key_prefix}:outbox") == 2
+            finally:
+                own_database.start()
+            await services.score_log.dispose()  # none may reach a file set aside meanwhile
+            assert len(await wait_logged(services.score_log, "down", 2)) == 2
+            assert await redis_client.xlen(f"{key_prefix}:deadletter") == 0

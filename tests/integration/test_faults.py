@@ -23,7 +23,6 @@ import pytest
 import redis.asyncio as aioredis
 from riskstream.adapters.sql.database import create_engine
 from riskstream.adapters.sql.score_log import SqlScoreLog
-from riskstream.bench.server import ServerProcess
 
 from tests.support.drills import (
     logged_steps,
@@ -33,6 +32,7 @@ from tests.support.drills import (
     worker_pids,
 )
 from tests.support.processes import PostgresServer, RedisServer
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.slow
 

@@ -41,13 +41,13 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import strategies as st
-from riskstream.bench.server import ServerProcess
 from riskstream.settings import Settings
 from schemathesis import Case, GenerationMode, HookContext, Response
 from schemathesis.core.result import Err
 from schemathesis.errors import FailureGroup
 
 from tests.support.model import TINY_MODEL_DIR
+from tests.support.server import ServerProcess
 from tests.support.service import create_key, server_env
 
 pytestmark = pytest.mark.slow

@@ -5,73 +5,17 @@ database is back."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import psycopg
-import pytest
-from riskstream.adapters.sql.database import create_engine, migrate
+from riskstream.adapters.sql.database import create_engine
 from riskstream.adapters.sql.score_log import SqlScoreLog
 from riskstream.bootstrap import create_app
 from riskstream.settings import Settings
 
-from tests.support.database import SERVER_ENV, _libpq, _postgres_database
+from tests.support.database import OwnDatabase
 
 T = float(int(time.time()) // 3600 * 3600 - 86_400)
-
-
-class Database:
-    """A database of this test's own that can be made unreachable and brought back."""
-
-    def __init__(self, url: str, sqlite_file: Path | None) -> None:
-        self.url = url
-        self._file = sqlite_file
-        self._name = None if sqlite_file else url.rsplit("/", 1)[1]
-
-    def _admin(self, sql: str) -> None:
-        server = os.environ[SERVER_ENV]
-        with psycopg.connect(_libpq(server), autocommit=True) as admin:
-            admin.execute(sql)  # type: ignore[arg-type]
-
-    def stop(self) -> None:
-        if self._file is not None:  # a folder where the file was: SQLite cannot open it
-            self._file.rename(self._file.with_suffix(".away"))
-            self._file.mkdir()
-            return
-        self._admin(f'ALTER DATABASE "{self._name}" ALLOW_CONNECTIONS false')
-        self._admin(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            f"WHERE datname = '{self._name}' AND pid <> pg_backend_pid()"
-        )
-
-    def start(self) -> None:
-        if self._file is not None:
-            self._file.rmdir()
-            self._file.with_suffix(".away").rename(self._file)
-            return
-        self._admin(f'ALTER DATABASE "{self._name}" ALLOW_CONNECTIONS true')
-
-
-@pytest.fixture
-def own_database(tmp_path: Path) -> Iterator[Database]:
-    if os.environ.get(SERVER_ENV):
-        with _postgres_database(os.environ[SERVER_ENV]) as url:
-            migrate(url)
-            database = Database(url, None)
-            try:
-                yield database
-            finally:
-                with contextlib.suppress(psycopg.Error):
-                    database.start()
-    else:
-        file = tmp_path / "own.sqlite3"
-        url = f"sqlite:///{file}"
-        migrate(url)
-        yield Database(url, file)
 
 
 async def logged_ids(url: str, entity: str) -> set[str]:
@@ -85,7 +29,7 @@ async def logged_ids(url: str, entity: str) -> set[str]:
 
 
 async def test_a_late_event_while_sql_is_down_fails_alone(
-    settings: Settings, own_database: Database, key_prefix: str
+    settings: Settings, own_database: OwnDatabase, key_prefix: str
 ) -> None:
     own = settings.model_copy(update={"database_url": own_database.url})
     late, others = f"{key_prefix}-late", [f"{key_prefix}-{i}" for i in range(5)]
@@ -103,7 +47,7 @@ async def test_a_late_event_while_sql_is_down_fails_alone(
                 await asyncio.sleep(0.05)
             own_database.stop()
             # SQLite: connections opened before still reach the file that was unlinked
-            await app.state.services.score_log._engine.dispose()
+            await app.state.services.score_log.dispose()
 
             # one bulk request: the late event (not in the dedup history: the log is asked)
             # among events of other entities

@@ -11,9 +11,9 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
-from riskstream.bench.server import ServerProcess
 
 from tests.support.paths import PROJECT_ROOT
+from tests.support.server import ServerProcess
 
 pytestmark = [
     pytest.mark.slow,

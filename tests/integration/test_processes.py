@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 from riskstream.adapters.sql.score_log import SqlScoreLog
-from riskstream.bench.server import ServerProcess
 from riskstream.settings import Settings
 
+from tests.support.server import ServerProcess
 from tests.support.service import server_env as env_of
 from tests.support.service import wait_logged
 

@@ -14,10 +14,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from riskstream.adapters.redis_outbox import RedisOutbox
-from riskstream.bench.server import free_port
 from riskstream.bootstrap import create_app
 from riskstream.settings import Settings
 
+from tests.support.server import free_port
 from tests.support.service import wait_logged
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import httpx
 import redis
 from riskstream.adapters.embedded_redis import EmbeddedRedis
-from riskstream.adapters.sql.database import create_engine
-from riskstream.bench.server import free_port
 from riskstream.bootstrap import create_app
 from riskstream.settings import Settings
+from sqlalchemy.engine import make_url
 
-from tests.support.database import make_sqlite_unreachable
+from tests.support.database import OwnDatabase, make_sqlite_unreachable
+from tests.support.server import free_port
 
 
 async def test_redis_down_gives_503_with_retry_after(settings: Settings, tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ async def test_database_down_gives_503_and_scoring_goes_on(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://rs") as client:
             make_sqlite_unreachable(db_file)
-            await app.state.services.score_log._engine.dispose()
+            await app.state.services.score_log.dispose()
 
             body = {"event_id": "e1", "time": "2026-11-25T08:00:00Z", "values": {"HR": 80}}
             assert (await client.post("/v1/entities/p1/events", json=body)).status_code == 200
@@ -69,11 +69,21 @@ async def test_database_down_gives_503_and_scoring_goes_on(
             assert ready.status_code == 503 and ready.json()["error"]["field"] == "database"
 
 
-async def test_503_names_the_dependency_never_its_address(settings: Settings) -> None:
-    """Redis and then the database on 127.0.0.1 ports nobody listens on: every 503 says which
-    dependency is away, and nothing in the body tells a client where it runs."""
-    redis_port, db_port = free_port(), free_port()
-    own = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis_port}/0"})
+async def test_503_names_the_dependency_never_its_address(
+    settings: Settings, own_database: OwnDatabase
+) -> None:
+    """Redis on a 127.0.0.1 port nobody listens on, and then the database made unreachable:
+    every 503 says which dependency is away, and nothing in the body tells a client where it
+    runs."""
+    redis_port = free_port()
+    own = settings.model_copy(
+        update={
+            "redis_url": f"redis://127.0.0.1:{redis_port}/0",
+            "database_url": own_database.url,
+        }
+    )
+    database = make_url(own_database.url)
+    where = [str(p) for p in (database.host, database.port, database.database) if p]
     app = create_app(own)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -92,15 +102,12 @@ async def test_503_names_the_dependency_never_its_address(settings: Settings) ->
             assert "Redis is unreachable" in answers[0].json()["error"]["message"]
             assert answers[-1].status_code == 503
 
-            # the database next: the service's score log pointed at a port nobody listens on
-            await app.state.services.score_log._engine.dispose()
-            app.state.services.score_log._engine = create_engine(
-                f"postgresql://postgres@127.0.0.1:{db_port}/riskstream"
-            )
+            # the database next: unreachable, and the connections opened before closed
+            own_database.stop()
+            await app.state.services.score_log.dispose()
             for path in ("/v1/entities/p1/scores", "/readyz"):
                 response = await client.get(path)
                 assert response.status_code == 503, response.text
-                assert "127.0.0.1" not in response.text and str(db_port) not in response.text
+                assert not [w for w in where if w in response.text], response.text
             history = await client.get("/v1/entities/p1/scores")
             assert history.json()["error"]["message"] == "the database is unreachable"
-            await app.state.services.score_log._engine.dispose()

@@ -14,10 +14,10 @@ import orjson
 import redis.asyncio as aioredis
 from riskstream.adapters.codec import score_to_dict
 from riskstream.adapters.redis_common import ViewKeys
-from riskstream.bench.server import ServerProcess
 from riskstream.core.domain import Score
 from riskstream.settings import Settings
 
+from tests.support.server import ServerProcess
 from tests.support.service import Running, server_env
 
 T0 = 1_790_000_000

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from riskstream.bench.server import ServerProcess
 from riskstream.settings import Settings
 
+from tests.support.server import ServerProcess
 from tests.support.service import Running, server_env
 
 T0 = 1_790_000_000
@@ -181,6 +181,8 @@ async def test_sse_streams_scores_and_resumes_after_last_event_id(
                 )
                 assert r.status_code == 200
 
+            heard = asyncio.Event()  # the stream's first heartbeat
+
             async def read(headers: dict[str, str], count: int) -> tuple[list[dict], str, bool]:
                 got: list[dict] = []
                 last_id = ""
@@ -191,6 +193,7 @@ async def test_sse_streams_scores_and_resumes_after_last_event_id(
                     async for line in response.aiter_lines():
                         if line.startswith(": heartbeat"):
                             heartbeat = True
+                            heard.set()
                         elif line.startswith(("id:", "data:", "event:")):
                             key, _, value = line.partition(":")
                             event[key] = value.strip()
@@ -206,7 +209,8 @@ async def test_sse_streams_scores_and_resumes_after_last_event_id(
             first_poll = (await client.get("/v1/scores")).json()
             start = first_poll["next_cursor"]
             reader = asyncio.create_task(read({"Last-Event-ID": start}, 3))
-            await asyncio.sleep(0.5)  # heartbeats flow while nothing happens
+            # heartbeats flow while nothing happens: the scores are sent once one came
+            await asyncio.wait_for(heard.wait(), timeout=10)
             for k in range(1, 6):
                 await send(k)
             got, last_id, heartbeat = await reader

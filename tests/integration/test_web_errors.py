@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.test_fast_path import client, route_only
+from tests.support.fast_path import TwoPaths, client
 from tests.support.service import Running
 
 T = "2026-11-25T08:00:00Z"
@@ -120,12 +120,12 @@ async def test_unknown_routes_and_methods_keep_the_one_shape(service: Running) -
     assert error_of(wrong)["code"] == "method_not_allowed"
 
 
-async def test_the_fast_path_and_the_route_send_the_same_bytes(service: Running) -> None:
+async def test_the_fast_path_and_the_route_send_the_same_bytes(two_paths: TwoPaths) -> None:
     """The same request answered by the fast path and by the FastAPI route behind it (a re-sent
     event, and a refused one) gives the same bytes: one response model, one serializer."""
     e = entity()
     event = {"event_id": "e1", "time": T, "values": {"HR": 97.0, "Creatinine": 1.4}}
-    async with client(service.app) as fast, client(route_only(service.app)) as routed:
+    async with client(two_paths.fast) as fast, client(two_paths.routed) as routed:
         first = await fast.post(f"/v1/entities/{e}/events", json=event)
         assert first.status_code == 200
         again = [await c.post(f"/v1/entities/{e}/events", json=event) for c in (fast, routed)]

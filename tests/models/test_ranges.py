@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from riskstream.bench.scenario import _RANGES as BENCH_RANGES
+from riskstream.bench.scenario import RANGES as BENCH_RANGES
 from riskstream.core.manifest import load_manifest
 from riskstream.demo import DEFAULT_DATA
 from riskstream.settings import DEFAULT_MODEL_DIR

@@ -51,6 +51,14 @@ def make_sqlite_unreachable(db_file: Path) -> None:
     """Put a folder where the SQLite database file is: SQLite can no longer open it. The service's
     background tasks (drain, key usage) may reopen the file between the unlink and the mkdir, so
     that is retried until the folder is in place."""
+    _folder_in_place_of(db_file, keep=None)
+
+
+def _folder_in_place_of(db_file: Path, keep: Path | None) -> None:
+    """The file moved to ``keep`` (or deleted), and a folder where it was; a file a background
+    task created again in between is deleted and the folder tried again."""
+    if keep is not None:
+        db_file.rename(keep)
     for _ in range(1000):
         with contextlib.suppress(FileNotFoundError):
             db_file.unlink()
@@ -60,6 +68,60 @@ def make_sqlite_unreachable(db_file: Path) -> None:
         except FileExistsError:
             continue
     raise AssertionError(f"could not replace {db_file} with a folder")
+
+
+class OwnDatabase:
+    """A migrated database of one test's own that can be made unreachable (``stop``) and brought
+    back (``start``) while a service uses it: on PostgreSQL a database of the test server that
+    refuses connections (those open are ended), on SQLite a folder where the file was (the file
+    kept aside). A SQLite connection opened before still reaches the file: the service's score
+    log must drop its pool (``SqlScoreLog.dispose``) after ``stop``."""
+
+    def __init__(self, url: str, sqlite_file: Path | None) -> None:
+        self.url = url
+        self.sqlite_file = sqlite_file
+        self.name = None if sqlite_file else make_url(url).database
+
+    def _admin(self, sql: str) -> None:
+        with psycopg.connect(_libpq(os.environ[SERVER_ENV]), autocommit=True) as admin:
+            admin.execute(sql)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        if self.sqlite_file is not None:
+            _folder_in_place_of(self.sqlite_file, keep=self.sqlite_file.with_suffix(".away"))
+            return
+        self._admin(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS false')
+        self._admin(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{self.name}' AND pid <> pg_backend_pid()"
+        )
+
+    def start(self) -> None:
+        if self.sqlite_file is not None:
+            self.sqlite_file.rmdir()
+            self.sqlite_file.with_suffix(".away").rename(self.sqlite_file)
+            return
+        self._admin(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS true')
+
+
+@pytest.fixture
+def own_database(tmp_path: Path) -> Iterator[OwnDatabase]:
+    """A migrated database of this test's own, to make unreachable and bring back."""
+    server_url = os.environ.get(SERVER_ENV)
+    if server_url:
+        with _postgres_database(server_url) as url:
+            migrate(url)
+            database = OwnDatabase(url, None)
+            try:
+                yield database
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    database.start()
+    else:
+        file = tmp_path / "own.sqlite3"
+        url = f"sqlite:///{file}"
+        migrate(url)
+        yield OwnDatabase(url, file)
 
 
 @pytest.fixture(scope="session")

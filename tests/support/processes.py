@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from riskstream.bench.server import free_port
+
+from tests.support.server import free_port
 
 
 def _redis_binary() -> str:

@@ -12,7 +12,6 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from riskstream.adapters.embedded_redis import EmbeddedRedis
-from riskstream.bench.server import delete_keys
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +28,22 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # test did not close): the session's server would outlive the session, one per run.
     with contextlib.suppress(redis.RedisError, OSError):
         redis.Redis.from_url(url, socket_timeout=5).shutdown(nosave=True)
+
+
+def delete_keys(redis_url: str, prefix: str) -> None:
+    """Remove the keys under ``prefix:`` (a test's own prefix) from the test Redis."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=10)
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}:*", count=5_000):
+            batch.append(key)
+            if len(batch) >= 5_000:
+                client.unlink(*batch)
+                batch = []
+        if batch:
+            client.unlink(*batch)
+    finally:
+        client.close()
 
 
 @pytest.fixture

@@ -38,10 +38,12 @@ class FakeKeys:
         self.touched: list[dict[str, float]] = []
         self.down = False
         self.gate: asyncio.Event | None = None
+        self.at_gate = asyncio.Event()  # a lookup waits at the gate
 
     async def find(self, key_id: str) -> StoredKey | None:
         self.finds += 1
         if self.gate is not None:
+            self.at_gate.set()
             await self.gate.wait()
         if self.down:
             raise Unavailable("the database is unreachable")
@@ -248,7 +250,7 @@ async def test_concurrent_requests_share_one_lookup(auth: Authenticator, keys: F
     secret = await add(keys, "reader", "read")
     keys.gate = asyncio.Event()
     waiting = [asyncio.ensure_future(auth.authenticate(bearer(secret))) for _ in range(50)]
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(keys.at_gate.wait(), timeout=5)  # the 50 asked before the lookup ran
     keys.gate.set()
     principals = await asyncio.gather(*waiting)
     assert {p.name for p in principals} == {"reader"}
@@ -262,7 +264,7 @@ async def test_a_cancelled_request_does_not_cancel_the_shared_lookup(
     keys.gate = asyncio.Event()
     first = asyncio.ensure_future(auth.authenticate(bearer(secret)))
     second = asyncio.ensure_future(auth.authenticate(bearer(secret)))
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(keys.at_gate.wait(), timeout=5)
     first.cancel()
     keys.gate.set()
     assert (await second).name == "reader"

@@ -84,10 +84,11 @@ def _features(url: str, key: str | None) -> list[str]:
 
 
 # -- the command ---------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="riskstream bench",
-        description="Bounded load test of the service; prints one JSON object.",
+        description="Bounded load test of the service; prints one JSON object on stdout "
+        "(progress on stderr, only when it is a terminal). See docs/performance.md.",
     )
     p.add_argument("--url", help="target a running server (127.0.0.1 only); default: start one")
     p.add_argument(
@@ -96,10 +97,17 @@ def _parser() -> argparse.ArgumentParser:
         help="API key (scopes ingest, read) for --url; default: env RISKSTREAM_API_KEY. "
         "Without --url: the started server's DATA_DIR/admin.key",
     )
-    p.add_argument("--mode", choices=("single", "bulk"), default="single")
+    p.add_argument(
+        "--mode",
+        choices=("single", "bulk"),
+        default="single",
+        help="one event per POST, or --bulk-size events per POST /v1/events (default: single)",
+    )
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight")
     p.add_argument("--bulk-size", type=int, default=1000, help="events per bulk POST")
-    p.add_argument("--entities", type=int, default=10_000)
+    p.add_argument(
+        "--entities", type=int, default=10_000, help="simulated patients (default: 10000)"
+    )
     p.add_argument(
         "--duration", type=float, default=10.0, help=f"seconds measured (≤{MAX_DURATION_S:g})"
     )
@@ -108,17 +116,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dup-rate", type=float, default=0.02, help="share of re-sent events")
     p.add_argument("--late-rate", type=float, default=0.01, help="share of late events (409)")
     p.add_argument("--gap-mean", type=float, default=900.0, help="mean seconds between events")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="the scenario's random seed")
     p.add_argument(
         "--repeat", type=int, default=1, help="measured runs (one server); medians are reported"
     )
-    p.add_argument("--client", choices=("raw", "httpx"), default="raw")
-    p.add_argument("--request-timeout", type=float, default=30.0)
+    p.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="HTTP client: a minimal keep-alive one (cheap on CPU), or httpx (default: raw)",
+    )
+    p.add_argument(
+        "--request-timeout", type=float, default=30.0, help="seconds per request (default: 30)"
+    )
     p.add_argument("--drain-timeout", type=float, default=120.0, help="bound on the SQL drain wait")
     p.add_argument("--accept-late", action="store_true", help="the server has ACCEPT_LATE_EVENTS")
+    p.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
     g = p.add_argument_group("own server (without --url)")
     g.add_argument("--workers", type=int, default=None, help="server worker processes (default 1)")
-    g.add_argument("--batching", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument(
+        "--batching",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the server's BATCHING (default: on)",
+    )
     g.add_argument("--redis-url", help="REDIS_URL for the server (default: embedded)")
     g.add_argument("--database-url", help="DATABASE_URL for the server (default: SQLite)")
     g.add_argument("--key-prefix", help="KEY_PREFIX (default: a fresh one, deleted afterwards)")
@@ -126,7 +147,12 @@ def _parser() -> argparse.ArgumentParser:
         "--keep-keys", action="store_true", help="keep the run's keys in an external Redis"
     )
     g.add_argument("--env", action="append", default=[], metavar="K=V", help="more server env")
-    g.add_argument("--server-timeout", type=float, default=60.0)
+    g.add_argument(
+        "--server-timeout",
+        type=float,
+        default=60.0,
+        help="seconds the server may take to be ready (default: 60)",
+    )
     g.add_argument("--server-log", help="copy the server's log here")
     return p
 
@@ -200,7 +226,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     _check(args, parser)
 

@@ -20,6 +20,7 @@ import orjson
 from riskstream.bench.client import HttpError, HttpxConnection, RawConnection
 from riskstream.bench.prom import histogram_delta, parse_gauge, parse_histogram
 from riskstream.bench.scenario import DUPLICATE, LATE, NEW, Patient, Scenario, expected
+from riskstream.progress import bar
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Run:
         self.stop = False
         self.last_scored: dict[int, tuple[str, int]] = {}  # task -> (entity, step) last accepted
         self.accept_late = args.accept_late
+        self.quiet = bool(getattr(args, "quiet", False))  # no progress bars
         key = getattr(args, "key", None)  # sent on every request, data and control alike
         self.headers: dict[str, str] = {"Authorization": f"Bearer {key}"} if key else {}
 
@@ -149,6 +151,11 @@ class Run:
 
     async def wait_drained(self, client: httpx.AsyncClient, timeout: float) -> bool:
         """Until every task's last accepted score is in SQL and the backlog gauge (if any) is 0."""
+        with bar("bench: drain", unit="s", quiet=self.quiet) as shown:
+            shown.set_postfix_str("until every score is in SQL", refresh=False)
+            return await self._wait_drained(client, timeout, shown)
+
+    async def _wait_drained(self, client: httpx.AsyncClient, timeout: float, shown: Any) -> bool:
         pending = dict(self.last_scored)
         for k, (entity, step) in list(pending.items()):
             if step < 0:  # single mode: the step is in the last 200 body
@@ -176,6 +183,7 @@ class Run:
                 if not backlog:
                     return True
             await asyncio.sleep(0.02)
+            shown.update(0.02)
         return False
 
     async def go(self) -> dict[str, Any]:
@@ -204,16 +212,24 @@ class Run:
             tasks = [
                 asyncio.create_task(task(k, conns[k], shares[k])) for k in range(n) if shares[k]
             ]
-            if args.warmup > 0:
-                await asyncio.sleep(args.warmup)
-            before_text = await self.metrics_text(control)
-            self.measuring = True
-            cpu_before = self.cpu_now()
-            started = time.perf_counter()
-            deadline = started + args.duration
-            while not self.stop and time.perf_counter() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(min(0.05, max(0.0, deadline - time.perf_counter())))
-            self.stop = True
+            shown = bar(
+                "bench: warmup", total=args.warmup + args.duration, unit="s", quiet=self.quiet
+            )
+            with shown:
+                if args.warmup > 0:
+                    await asyncio.sleep(args.warmup)
+                    shown.update(args.warmup)
+                before_text = await self.metrics_text(control)
+                shown.set_description_str("bench: measure", refresh=False)
+                self.measuring = True
+                cpu_before = self.cpu_now()
+                started = time.perf_counter()
+                deadline = started + args.duration
+                while not self.stop and time.perf_counter() < deadline:
+                    await asyncio.sleep(min(0.05, max(0.0, deadline - time.perf_counter())))
+                    shown.n = args.warmup + min(args.duration, time.perf_counter() - started)
+                    shown.set_postfix(events=self.tally.events)
+                self.stop = True
             http_elapsed = time.perf_counter() - started
             # in-flight requests finish (bounded by the request timeout)
             _, late = await asyncio.wait(tasks, timeout=args.request_timeout + 5)

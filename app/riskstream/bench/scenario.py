@@ -25,7 +25,7 @@ def start_time(now: float | None = None) -> float:
 # name -> (mean, sd, low, high, share of events that carry it)
 _VITAL = 0.85
 _LAB = 0.08
-_RANGES: dict[str, tuple[float, float, float, float, float]] = {
+RANGES: dict[str, tuple[float, float, float, float, float]] = {
     "HR": (86, 16, 30, 200, _VITAL),
     "O2Sat": (97, 2.5, 70, 100, _VITAL),
     "Temp": (37.0, 0.7, 34, 41.5, 0.35),
@@ -100,7 +100,7 @@ class Patient:
         self.baseline: dict[str, float] = {}
         self.static: dict[str, float] = {}
         for name in features:
-            spec = _RANGES.get(name)
+            spec = RANGES.get(name)
             if spec is not None:
                 mean, sd, low, high, _share = spec
                 self.baseline[name] = min(high, max(low, rng.gauss(mean, sd)))
@@ -124,7 +124,7 @@ class Patient:
         if self.seq == 1:
             out.update(self.static)
         for name, base in self.baseline.items():
-            spec = _RANGES.get(name)
+            spec = RANGES.get(name)
             share = spec[4] if spec else 0.3
             if rng.random() >= share:
                 continue

@@ -1,4 +1,5 @@
-"""``riskstream serve`` in a subprocess: for the bench and for tests of real server processes."""
+"""``riskstream serve`` in a subprocess, for the bench's own server (tests have their own:
+tests/support/server.py)."""
 
 from __future__ import annotations
 

@@ -93,6 +93,11 @@ class MicroBatcher:
             if not request.done.done():
                 request.done.cancel()
 
+    @property
+    def waiting(self) -> int:
+        """Events queued and not yet in a batch (those of batches being scored not counted)."""
+        return self._pending()
+
     async def score(self, events: Sequence[Event]) -> list[Result]:
         if not events:
             return []

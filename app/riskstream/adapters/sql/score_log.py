@@ -323,6 +323,12 @@ class SqlScoreLog:
         rows = await self._fetch(query)
         return _score(rows[0]) if rows else None
 
+    async def dispose(self) -> None:
+        """Close every pooled connection; the next query connects afresh. After the database
+        moved (a failover, a restored SQLite file), connections opened before would still reach
+        the old one."""
+        await self._engine.dispose()
+
     async def ping(self) -> None:
         async with sql_errors(), self._engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
