@@ -203,6 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # API keys (issue 12): the command's code is in app/riskstream/keys_cli.py.
     commands.add_parser("keys", help="create, list and revoke API keys", add_help=False)
 
+    # Replay (issue 14): app/riskstream/replay_cli.py.
+    commands.add_parser(
+        "replay", help="rebuild entities' states from the event log", add_help=False
+    )
+
     if argv and argv[0] == "evaluate":
         return _evaluate(argv[1:])
     if argv and argv[0] == "demo":
@@ -219,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from riskstream.keys_cli import main as keys_main
 
         return keys_main(argv[1:])
+    if argv and argv[0] == "replay":
+        from riskstream.replay_cli import main as replay_main
+
+        return replay_main(argv[1:])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "serve":
