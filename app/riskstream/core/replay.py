@@ -41,6 +41,7 @@ class Rebuilt:
     recent: tuple[Score, ...]  # the last scores, oldest first: the dedup history to restore
     seen: Mapping[str, Score]  # every event id of the stay: a retried one is a duplicate
     events: int  # model steps run (fewer than the stay's events with a horizon)
+    risk: Mapping[str, float] = field(default_factory=dict)  # the model's, at the last event
 
 
 @dataclass(slots=True)
@@ -103,13 +104,12 @@ class Replayer:
         return await asyncio.to_thread(self.step_stays, stays)
 
     def step_stays(self, stays: Mapping[str, Sequence[LoggedScore]]) -> dict[str, Rebuilt]:
-        """Step every stay through the model, ``batch`` entities at a time (longest first, so the
-        entities still stepping at round ``t`` are a prefix of the chunk)."""
-        order = sorted(stays, key=lambda e: -len(stays[e]))
-        rebuilt: dict[str, Rebuilt] = {}
-        for start in range(0, len(order), self._batch):
-            chunk = order[start : start + self._batch]
-            rebuilt.update(self._step_chunk(chunk, [self._replayed(stays[e]) for e in chunk]))
+        """Step every stay through the model, up to ``batch`` entities per call. Each entity
+        holds a slot of the batch until its last event, then the next entity (longest first)
+        takes the slot with all-zero states, so calls stay full until the queue runs dry."""
+        replayed = {entity: self._replayed(stay) for entity, stay in stays.items()}
+        order = sorted((e for e in replayed if replayed[e]), key=lambda e: -len(replayed[e]))
+        rebuilt = self._step_slots(order, replayed)
         for entity, result in rebuilt.items():
             rebuilt[entity] = self._finish(stays[entity], result)
         return rebuilt
@@ -124,35 +124,49 @@ class Replayer:
             first -= 1
         return stay[first:]
 
-    def _step_chunk(
-        self, entities: Sequence[str], events: Sequence[Sequence[LoggedScore]]
+    def _step_slots(
+        self, order: Sequence[str], events: Mapping[str, Sequence[LoggedScore]]
     ) -> dict[str, Rebuilt]:
-        n = len(entities)
+        slots = min(self._batch, len(order))
         features = len(self._feature_index)
+        outputs = self.model.manifest.output_names
         states = {
-            name: np.zeros((shape[0], n, shape[1]), dtype=np.float32)
+            name: np.zeros((shape[0], slots, shape[1]), dtype=np.float32)
             for name, shape in self._state_specs
         }
-        last = [0.0] * n
-        stepped = [0] * n
-        rounds = len(events[0]) if n else 0
-        for t in range(rounds):
-            active = sum(1 for e in events if len(e) > t)  # a prefix: longest first
-            x = np.full((active, features), np.nan, dtype=np.float32)
-            dt = np.zeros((active, 1), dtype=np.float32)
-            times = [0.0] * active
-            for b in range(active):
-                record = events[b][t]
+        held: list[str | None] = [None] * slots
+        at = [0] * slots  # the slot's entity's next event
+        last = [0.0] * slots
+        stepped = [0] * slots
+        risk_at_end: list[dict[str, float]] = [{} for _ in range(slots)]
+        queue = iter(order)
+        out: dict[str, Rebuilt] = {}
+
+        def take(slot: int) -> None:
+            held[slot] = next(queue, None)
+            at[slot], last[slot], stepped[slot], risk_at_end[slot] = 0, 0.0, 0, {}
+            for array in states.values():
+                array[:, slot] = 0.0
+
+        for slot in range(slots):
+            take(slot)
+        while active := [slot for slot in range(slots) if held[slot] is not None]:
+            x = np.full((len(active), features), np.nan, dtype=np.float32)
+            dt = np.zeros((len(active), 1), dtype=np.float32)
+            times = [0.0] * len(active)
+            for row, slot in enumerate(active):
+                record = events[held[slot]][at[slot]]  # type: ignore[index]
                 for name, value in record.values.items():
                     if value is not None:
-                        x[b, self._feature_index[name]] = value
+                        x[row, self._feature_index[name]] = value
                 moment = record.score.event_time
-                if stepped[b]:
-                    moment = max(moment, last[b])  # a late event: as if it came now
-                    dt[b, 0] = (moment - last[b]) / 3600.0
-                times[b] = moment
+                if stepped[slot]:
+                    moment = max(moment, last[slot])  # a late event: as if it came now
+                    dt[row, 0] = (moment - last[slot]) / 3600.0
+                times[row] = moment
+            full = len(active) == slots
             inputs = {
-                name: array if active == n else np.ascontiguousarray(array[:, :active])
+                name: array if full else np.ascontiguousarray(array[:, active])
                 for name, array in states.items()
             }
             started = self._clock()
@@ -161,23 +175,26 @@ class Replayer:
             ok = np.isfinite(risk).all(axis=1)
             for name in states:
                 ok &= np.isfinite(next_states[name]).all(axis=(0, 2))
-            if ok.all():
-                for name, array in states.items():
-                    array[:, :active] = next_states[name]
-                for b in range(active):
-                    last[b] = times[b]
-                    stepped[b] += 1
-            else:  # the live engine refuses such an event: it changes nothing
-                rows = np.flatnonzero(ok)
-                for name, array in states.items():
-                    array[:, rows] = next_states[name][:, rows]
-                for b in rows.tolist():
-                    last[b] = times[b]
-                    stepped[b] += 1
-        out: dict[str, Rebuilt] = {}
-        for b, entity in enumerate(entities):
-            tensors = {name: np.ascontiguousarray(states[name][:, b]) for name in states}
-            out[entity] = Rebuilt(EntityState(0, last[b], self._key, tensors), (), {}, stepped[b])
+            rows = np.flatnonzero(ok)  # a refused event (non-finite) changes nothing, as live
+            for name, array in states.items():
+                if full and len(rows) == slots:
+                    array[...] = next_states[name]
+                else:
+                    array[:, np.asarray(active)[rows]] = next_states[name][:, rows]
+            for row in rows.tolist():
+                slot = active[row]
+                last[slot] = times[row]
+                stepped[slot] += 1
+                risk_at_end[slot] = dict(zip(outputs, risk[row].tolist()))
+            for slot in active:
+                entity = held[slot]
+                assert entity is not None
+                at[slot] += 1
+                if at[slot] == len(events[entity]):
+                    tensors = {name: states[name][:, slot].copy() for name in states}
+                    state = EntityState(0, last[slot], self._key, tensors)
+                    out[entity] = Rebuilt(state, (), {}, stepped[slot], risk_at_end[slot])
+                    take(slot)
         return out
 
     def _finish(self, stay: Sequence[LoggedScore], partial: Rebuilt) -> Rebuilt:
@@ -195,7 +212,8 @@ class Replayer:
         if partial.events == 0:  # nothing stepped (all refused): a fresh state at the last time
             state.last_time = max(s.event_time for s in scores)
         recent = tuple(scores[-self._history :])
-        return Rebuilt(state, recent, {s.event_id: s for s in scores}, partial.events)
+        seen = {s.event_id: s for s in scores}
+        return Rebuilt(state, recent, seen, partial.events, partial.risk)
 
     # -- replaying: rebuilt states written, with the live compare-and-set ---------------------
 

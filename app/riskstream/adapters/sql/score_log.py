@@ -244,12 +244,12 @@ def _deletions_query(entity_ids: Sequence[str]) -> Select[*tuple[Any, ...]]:
 
 def _current_stay(rows: Sequence[_Row], deleted_at: float | None) -> list[LoggedScore]:
     """The rows of one entity's current stay, as logged scores in step order (see ``stays``)."""
-    keyed = [((to_seconds(row.scored_at), row.id), row) for row in rows]
-    if deleted_at is not None and deleted_at > max(key[0] for key, _ in keyed):
+    keyed = [(to_seconds(row.scored_at), row) for row in rows]
+    if deleted_at is not None and deleted_at > max(at for at, _ in keyed):
         return []
-    firsts = [key for key, row in keyed if row.step == 1]
-    begin = max(firsts) if firsts else min(key for key, _ in keyed)
-    stay = sorted(((row.step, key), row) for key, row in keyed if key >= begin)
+    firsts = [at for at, row in keyed if row.step == 1]
+    begin = max(firsts) if firsts else min(at for at, _ in keyed)
+    stay = sorted(((row.step, row.id), row) for at, row in keyed if at >= begin)
     return [LoggedScore(_score(row), row.values or {}, row.key_name) for _, row in stay]
 
 
