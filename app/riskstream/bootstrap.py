@@ -35,10 +35,11 @@ from riskstream.core.batcher import DirectScorer, MicroBatcher, Scorer
 from riskstream.core.drain import OutboxDrainer
 from riskstream.core.engine import ScoringEngine
 from riskstream.core.readiness import ReadinessProbe
+from riskstream.core.replay import Replayer
 from riskstream.core.service import RiskService
 from riskstream.services import Services
 from riskstream.settings import Settings
-from riskstream.web import entities, errors, events, metrics, openapi, system, views
+from riskstream.web import admin, entities, errors, events, metrics, openapi, system, views
 from riskstream.web.auth import Guard, StreamSlots
 from riskstream.web.fast_path import SingleEventFastPath
 from riskstream.web.limits import BodySizeLimit
@@ -105,7 +106,16 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             dedup_history=settings.dedup_history,
             outputs=model.manifest.output_names,
             feed_length=settings.feed_length,
+            state_ttl_s=settings.state_ttl,
             observe=metrics.observe_redis,
+        )
+        levels = thresholds(settings, model.manifest.output_names)
+        replayer = Replayer(
+            model,
+            score_log,
+            thresholds=levels,
+            dedup_history=settings.dedup_history,
+            horizon_hours=model.manifest.memory_horizon_hours,
         )
         views = RedisViews(client, store.keys, unreadable=metrics.unreadable_record)
         outbox = RedisOutbox(
@@ -121,7 +131,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             event_time_min=settings.event_time_min.timestamp(),
             event_time_max_ahead_s=settings.event_time_max_ahead_s,
             stats=metrics,
-            thresholds=thresholds(settings, model.manifest.output_names),
+            thresholds=levels,
+            replayer=replayer,
         )
         stack.callback(engine.close)
 
@@ -157,6 +168,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             manifest=model.manifest,
             thresholds=engine.thresholds,
             audit=score_log,
+            replayer=replayer,
             readiness=ReadinessProbe(
                 pings={"redis": store.ping, "database": score_log.ping},
                 outbox=outbox,
@@ -291,6 +303,7 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> F
         )
     app.include_router(events.router)
     app.include_router(entities.router)
+    app.include_router(admin.router)
     app.include_router(system.router)
     app.include_router(metrics.router)
     app.include_router(views.router)

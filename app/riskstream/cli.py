@@ -180,6 +180,7 @@ DELEGATED = {
     "bench": "load-test a server, its own or --url; prints JSON figures (docs/performance.md)",
     "evaluate": "score an event table with a model artifact as the service steps it "
     "(needs the train extra)",
+    "replay": "rebuild entities' states from the event log (docs: README, Replay and STATE_TTL)",
 }
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
@@ -344,6 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from riskstream.keys_cli import main as keys_main
 
         return keys_main(argv[1:])
+    if command == "replay":
+        from riskstream.replay_cli import main as replay_main
+
+        return replay_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -35,6 +35,13 @@ class Settings(BaseSettings):
         False, description="Score an event older than the entity's last one as if it came now"
     )
     dedup_history: int = Field(64, ge=1, le=10_000, description="Recent event ids kept per entity")
+    state_ttl: float | None = Field(
+        None,
+        ge=1,
+        description="Seconds an idle entity's state stays in Redis (unset: for ever); an expired "
+        "one is rebuilt from the event log on its next event. Make it far longer than the "
+        "outbox takes to reach SQL",
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body")
     max_id_length: int = Field(
         128, ge=1, le=256, description="Longest entity_id or event_id (the SQL columns hold 256)"

@@ -11,6 +11,7 @@ from riskstream.core.domain import (
     EntityState,
     FeedEntry,
     FeedPage,
+    Install,
     LoggedScore,
     Score,
     Snapshot,
@@ -85,6 +86,21 @@ class FakeStore:
             results.append(True)
         return results
 
+    async def install(self, installs: Sequence[Install]) -> list[bool]:
+        results = []
+        for i in installs:
+            assert i.state.latest is not None
+            entity = i.state.latest.entity_id
+            current_step = self.states[entity].step if entity in self.states else 0
+            if current_step != i.expected_step:
+                results.append(False)
+                continue
+            self.states[entity] = i.state
+            self.seen = {k: v for k, v in self.seen.items() if k[0] != entity}
+            self.seen.update(((entity, s.event_id), s) for s in i.recent)
+            results.append(True)
+        return results
+
     async def get(self, entity_id: str) -> EntityState | None:
         return self.states.get(entity_id)
 
@@ -130,6 +146,20 @@ class FakeLog:
     ) -> list[LoggedScore]:
         page = await self.history(entity_id, since=since, after_step=after_step, limit=limit)
         return [self.scores[s.score_id] for s in page]
+
+    async def stays(self, entity_ids: Sequence[str]) -> dict[str, list[LoggedScore]]:
+        """Every logged score of the entity in step order (the fakes know no DELETE)."""
+        if self.down:
+            raise Unavailable("the database is unreachable", field="database")
+        stays: dict[str, list[LoggedScore]] = {}
+        for r in self.scores.values():
+            if r.score.entity_id in entity_ids:
+                stays.setdefault(r.score.entity_id, []).append(r)
+        return {e: sorted(rs, key=lambda r: r.score.step) for e, rs in stays.items()}
+
+    async def entity_ids(self, *, after: str | None, limit: int) -> list[str]:
+        ids = sorted({r.score.entity_id for r in self.scores.values()})
+        return [e for e in ids if after is None or e > after][:limit]
 
     async def find(self, entity_id: str, event_id: str) -> Score | None:
         for r in self.scores.values():

@@ -76,6 +76,20 @@ class Metrics:
             "Times this process found Redis emptied (its instance marker gone)",
             registry=r,
         )
+        self.rehydrated_total = Counter(
+            "riskstream_rehydrated",
+            "Entity states rebuilt from the event log before an event (Redis emptied, expired "
+            "or another model version)",
+            registry=r,
+        )
+        self.rehydrated_events = Counter(
+            "riskstream_rehydrated_events", "Events replayed to rehydrate states", registry=r
+        )
+        self.rehydration_failed_total = Counter(
+            "riskstream_rehydration_failed",
+            "Entities without a state scored afresh because the event log was unreachable",
+            registry=r,
+        )
         self.redis = Histogram(
             "riskstream_redis_seconds", "Redis round trips", ["op"], buckets=_LATENCY, registry=r
         )
@@ -106,6 +120,13 @@ class Metrics:
 
     def out_of_order(self, count: int) -> None:
         self.late.inc(count)
+
+    def rehydrated(self, entities: int, events: int) -> None:
+        self.rehydrated_total.inc(entities)
+        self.rehydrated_events.inc(events)
+
+    def rehydration_failed(self, entities: int) -> None:
+        self.rehydration_failed_total.inc(entities)
 
     # -- DrainStats ----------------------------------------------------------------------
     def dead_lettered(self, count: int) -> None:

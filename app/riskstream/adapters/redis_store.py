@@ -30,7 +30,7 @@ from riskstream.adapters.codec import (
 from riskstream.adapters.redis_common import ViewKeys, redis_errors
 from riskstream.adapters.redis_outbox import RedisOutbox
 from riskstream.adapters.state_blob import StateBlob
-from riskstream.core.domain import Commit, EntityState, Snapshot
+from riskstream.core.domain import Commit, EntityState, Install, Snapshot
 from riskstream.core.manifest import StateSpec
 from riskstream.core.ports import Observe, ignore
 
@@ -48,19 +48,22 @@ return out
 
 # One call per batch, each event its own compare-and-set.
 # KEYS: outbox, feed, version, one watchlist per output, then per event: state, seen, order.
-# ARGV: dedup history, feed length, number of outputs, then two per event: a packed record (see
-#       ``_pack``): expected step, event id, score JSON, outbox entry, feed entry, entity id, one
-#       risk per output, then the values of the state hash's fields but the last (``_FIELDS``;
-#       an empty ``prev`` leaves it as it was); and the state blob ``x``, on its own because Lua
-#       pays per byte for every copy of it. Few arguments per event keep the client's work small.
+# ARGV: dedup history, feed length, number of outputs, state TTL in ms (0: none; the state,
+#       seen and order keys expire after that long without an event), then two per event: a
+#       packed record (see ``_pack``): expected step, event id, score JSON, outbox entry, feed
+#       entry, entity id, one risk per output, then the values of the state hash's fields but
+#       the last (``_FIELDS``; an empty ``prev`` leaves it as it was); and the state blob ``x``,
+#       on its own because Lua pays per byte for every copy of it. Few arguments per event
+#       keep the client's work small.
 # Returns per event 1 (committed) or 0 (the step moved: retry).
 _COMMIT = """
 local keep, feed_len, n_out = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local ttl = tonumber(ARGV[4])
 local n_fields = 6 + n_out + %d - 1
 local names = {%s}
 local done = {}
 local k = 3 + n_out + 1
-for a = 4, #ARGV, 2 do
+for a = 5, #ARGV, 2 do
   local record = ARGV[a]
   local f, pos = {}, 1 + 4 * n_fields
   for i = 1, n_fields do
@@ -96,6 +99,78 @@ for a = 4, #ARGV, 2 do
       end
     end
     redis.call('HSET', state, unpack(set))
+    if ttl > 0 then
+      redis.call('PEXPIRE', state, ttl)
+      redis.call('PEXPIRE', seen, ttl)
+      redis.call('PEXPIRE', order, ttl)
+    end
+    done[#done + 1] = 1
+  end
+  k = k + 3
+end
+return done
+"""
+
+# One call per batch of states rebuilt from the event log, each its own compare-and-set on the
+# step, like ``_COMMIT`` but logging nothing (the scores are in the log already): the state hash
+# replaced, the dedup history replaced by the entity's recent scores, its place on the watchlists.
+# KEYS: version, one watchlist per output, then per entity: state, seen, order.
+# ARGV: state TTL in ms (0: none), number of outputs, then four per entity: a packed record
+#       (expected step, entity id, one risk per output of its latest score, then the state
+#       hash's fields but the last, ``_FIELDS``; an empty one is left unset), the state blob
+#       ``x``, the number of recent scores, and those packed as event id, score JSON, ... oldest
+#       first. Returns per entity 1 (installed) or 0 (the step moved).
+_INSTALL = """
+local ttl, n_out = tonumber(ARGV[1]), tonumber(ARGV[2])
+local names = {%s}
+local n_fields = 2 + n_out + #names
+
+local function fields(record, n)
+  local f, pos = {}, 1 + 4 * n
+  for i = 1, n do
+    local len = struct.unpack('<I4', record, 4 * i - 3)
+    f[i] = string.sub(record, pos, pos + len - 1)
+    pos = pos + len
+  end
+  return f
+end
+
+local done = {}
+local k = 1 + n_out + 1
+for a = 3, #ARGV, 4 do
+  local f = fields(ARGV[a], n_fields)
+  local state, seen, order = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local cur = redis.call('HGET', state, 'step')
+  if (tonumber(cur) or 0) ~= tonumber(f[1]) then
+    done[#done + 1] = 0
+  else
+    redis.call('DEL', state, seen, order)
+    local n_recent = tonumber(ARGV[a + 2])
+    if n_recent > 0 then
+      local r = fields(ARGV[a + 3], 2 * n_recent)
+      for i = 1, n_recent do
+        redis.call('HSET', seen, r[2 * i - 1], r[2 * i])
+        redis.call('LPUSH', order, r[2 * i - 1])
+      end
+    end
+    redis.call('INCR', KEYS[1])
+    for j = 1, n_out do
+      redis.call('ZADD', KEYS[1 + j], f[2 + j], f[2])
+    end
+    local set = {'x', ARGV[a + 1]}
+    for j, name in ipairs(names) do
+      local v = f[2 + n_out + j]
+      if v ~= '' then
+        set[#set + 1] = name
+        set[#set + 1] = v
+      end
+    end
+    redis.call('HSET', state, unpack(set))
+    if ttl > 0 then
+      redis.call('PEXPIRE', state, ttl)
+      redis.call('PEXPIRE', seen, ttl)
+      redis.call('PEXPIRE', order, ttl)
+    end
     done[#done + 1] = 1
   end
   k = k + 3
@@ -129,9 +204,11 @@ class RedisStateStore:
         dedup_history: int,
         outputs: Sequence[str],
         feed_length: int = 100_000,
+        state_ttl_s: float | None = None,
         observe: Observe = ignore,
     ) -> None:
         self._r = client
+        self._ttl_ms = round(state_ttl_s * 1000) if state_ttl_s else 0
         self._outputs = tuple(outputs)
         self._feed_length = feed_length
         self.keys = ViewKeys(prefix)
@@ -141,6 +218,7 @@ class RedisStateStore:
         self._history = dedup_history
         self._load = client.register_script(_LOAD % _lua_list(_FIELDS))
         self._commit = client.register_script(_COMMIT % (len(_FIELDS), _lua_list(_FIELDS)))
+        self._install = client.register_script(_INSTALL % _lua_list(_FIELDS[:-1]))
         self.outbox_key = f"{prefix}:outbox"
         # the batch-wide keys of the commit script, then 3 per event
         self._commit_keys = [
@@ -183,7 +261,12 @@ class RedisStateStore:
 
     async def commit(self, commits: Sequence[Commit]) -> list[bool]:
         keys = list(self._commit_keys)
-        args: list[bytes | str | int] = [self._history, self._feed_length, len(self._outputs)]
+        args: list[bytes | str | int] = [
+            self._history,
+            self._feed_length,
+            len(self._outputs),
+            self._ttl_ms,
+        ]
         for c in commits:
             state = c.state
             score = c.logged.score
@@ -215,6 +298,43 @@ class RedisStateStore:
             started = time.perf_counter()
             replies = await self._commit(keys=keys, args=args)
             self._observe("commit", time.perf_counter() - started)
+        return [bool(r) for r in replies]
+
+    async def install(self, installs: Sequence[Install]) -> list[bool]:
+        if not installs:
+            return []
+        keys = [self.keys.version, *(self.keys.watchlist(o) for o in self._outputs)]
+        args: list[bytes | str | int] = [self._ttl_ms, len(self._outputs)]
+        for install in installs:
+            state = install.state
+            latest = state.latest
+            assert latest is not None, "a rebuilt state has the score of its last event"
+            keys += self._keys(latest.entity_id)
+            args.append(
+                _pack(
+                    [
+                        b"%d" % install.expected_step,
+                        latest.entity_id.encode(),
+                        *[repr(float(latest.risk[o])).encode() for o in self._outputs],
+                        b"%d" % state.step,
+                        repr(state.last_time).encode(),
+                        state.model_key.encode(),
+                        encode_score(latest),
+                        encode_score(state.previous) if state.previous is not None else b"",
+                        orjson.dumps(state.alerts),
+                    ]
+                )
+            )
+            args.append(self._blob.encode(state.tensors))
+            args.append(len(install.recent))
+            recent: list[bytes] = []
+            for score in install.recent:
+                recent += [score.event_id.encode(), encode_score(score)]
+            args.append(_pack(recent))
+        async with redis_errors():
+            started = time.perf_counter()
+            replies = await self._install(keys=keys, args=args)
+            self._observe("install", time.perf_counter() - started)
         return [bool(r) for r in replies]
 
     async def get(self, entity_id: str) -> EntityState | None:

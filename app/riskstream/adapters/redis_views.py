@@ -37,6 +37,17 @@ def _ignore(view: str) -> None:
     pass
 
 
+# KEYS: a watchlist, then state keys; ARGV: their entity ids. Drops from the watchlist the
+# entities whose state is gone (expired: STATE_TTL), checked and removed atomically so that an
+# entity committed meanwhile keeps its place. A rehydrated entity is put back by its install.
+_PRUNE = """
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then redis.call('ZREM', KEYS[1], ARGV[i - 1]) end
+end
+return 0
+"""
+
+
 # A Redis stream id, as the feed gives them out (two unsigned 64-bit numbers; 19 digits fit)
 CURSOR_PATTERN = r"^[0-9]{1,19}-[0-9]{1,19}$"
 _CURSOR = re.compile(CURSOR_PATTERN)
@@ -55,6 +66,7 @@ class RedisViews:
         self._r = client
         self.keys = keys
         self._unreadable = unreadable
+        self._prune = client.register_script(_PRUNE)
 
     async def version(self) -> int:
         """Changes whenever any entity's score or state does: the basis of ETags."""
@@ -85,14 +97,21 @@ class RedisViews:
                 pipe.hmget(self.keys.state(_text(entity_id)), _WATCH_FIELDS)
             rows = await pipe.execute() if ids else []
         watched = []
+        gone: list[str] = []
         for entity_id, row in zip(ids, rows):
             try:
                 one = _watched(_text(entity_id), row)
             except _BROKEN as exc:
                 self._skip("watchlist", entity_id, exc)
                 continue
-            if one is not None:  # else forgotten between the two reads
+            if one is not None:
                 watched.append(one)
+            elif all(field is None for field in row):  # expired, or forgotten meanwhile
+                gone.append(_text(entity_id))
+        if gone:
+            async with redis_errors():
+                keys = [self.keys.watchlist(output), *map(self.keys.state, gone)]
+                await self._prune(keys=keys, args=gone)
         return watched
 
     async def feed(self, cursor: str | None, limit: int) -> FeedPage:

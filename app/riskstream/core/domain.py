@@ -80,9 +80,23 @@ class Commit:
 
 
 @dataclass(frozen=True, slots=True)
+class Install:
+    """Put a state rebuilt from the event log in place of the stored one if that is still at
+    ``expected_step`` (0: none stored), with the entity's recent scores as its dedup history
+    (oldest first)."""
+
+    expected_step: int
+    state: EntityState
+    recent: tuple[Score, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     score: Score
     duplicate: bool
+    # the entity's state was missing (Redis emptied, expired) or of another model version, and
+    # was rebuilt from the event log before this event (``riskstream.core.replay``)
+    rehydrated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,14 @@ It knows nothing of HTTP, Redis or SQL: it talks to a ``RiskModel``, a ``StateSt
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import NoReturn
 
@@ -25,6 +26,7 @@ from riskstream.core.domain import (
     Commit,
     EntityState,
     Event,
+    Install,
     LoggedScore,
     Outcome,
     Score,
@@ -35,10 +37,14 @@ from riskstream.core.errors import (
     InvalidInput,
     OutOfOrder,
     RiskstreamError,
+    Unavailable,
     UnknownEntity,
 )
 from riskstream.core.ports import RiskModel, ScoreLog, StateStore
+from riskstream.core.replay import Replayer
 from riskstream.core.stats import EngineStats, NoStats
+
+log = logging.getLogger(__name__)
 
 Result = Outcome | RiskstreamError
 
@@ -106,8 +112,10 @@ class ScoringEngine:
         new_score_id: Callable[[], str] | None = None,
         stats: EngineStats | None = None,
         thresholds: Mapping[str, Threshold] | None = None,
+        replayer: Replayer | None = None,
     ) -> None:
         self.thresholds = dict(thresholds or {})
+        self._replayer = replayer
         self.stats: EngineStats = stats or NoStats()
         self.model = model
         self._store = store
@@ -258,14 +266,85 @@ class ScoringEngine:
         it a non-finite score) is that event's result; the others go on and are committed."""
         snapshots = await self._store.load([(e.entity_id, e.event_id) for e in events])
         results: list[Result | None] = [None] * len(events)
+        rehydrated: set[int] = set()
+        lost: set[int] = set()
+        if self._replayer is not None:
+            await self._rehydrate(self._replayer, events, snapshots, rehydrated, lost)
         planned: list[_Planned] = []
         late: list[int] = []
         for i, (event, snapshot) in enumerate(zip(events, snapshots)):
-            results[i] = self._plan(i, event, snapshot, planned, late)
+            if i not in lost:
+                results[i] = self._plan(i, event, snapshot, planned, late)
         if late:
             await self._judge_late(events, snapshots, late, results)
-        if not planned:
-            return results
+        if planned:
+            await self._step_planned(planned, results)
+        for i in rehydrated:
+            if isinstance(outcome := results[i], Outcome):
+                results[i] = replace(outcome, rehydrated=True)
+        return results
+
+    async def _rehydrate(
+        self,
+        replayer: Replayer,
+        events: Sequence[Event],
+        snapshots: list[Snapshot],
+        rehydrated: set[int],
+        lost: set[int],
+    ) -> None:
+        """Rebuild from the event log the state of each entity that has none in the store (Redis
+        emptied, the state expired) or one of another model version, and install it with the
+        compare-and-set; the event is then planned on it (``rehydrated``), or retried if another
+        writer won (``lost``). An entity the log knows nothing of is new: nothing to do.
+
+        If the log cannot be read (the database unreachable) such an entity is scored as before
+        rehydration existed, afresh, rather than failing every new entity's first event while
+        the database is away; that is logged and counted (``rehydration_failed``)."""
+        key = self.model.manifest.key
+        candidates = [
+            i
+            for i, snapshot in enumerate(snapshots)
+            if snapshot.seen is None and (snapshot.state is None or snapshot.state.model_key != key)
+        ]
+        if not candidates:
+            return
+        try:
+            rebuilt = await replayer.rebuild([events[i].entity_id for i in candidates])
+        except Unavailable:
+            self.stats.rehydration_failed(len(candidates))
+            log.warning(
+                "the event log is unreachable: %d entities without a state of %s scored afresh",
+                len(candidates),
+                key,
+            )
+            return
+        chosen: list[int] = []
+        installs: list[Install] = []
+        for i in candidates:
+            found = rebuilt.get(events[i].entity_id)
+            prior = snapshots[i].state
+            stored = prior.step if prior is not None else 0
+            if found is None or found.state.step < stored:
+                continue  # new, or the log is behind the store (a model switch mid-drain)
+            chosen.append(i)
+            installs.append(Install(stored, found.state, found.recent))
+        if not installs:
+            return
+        done = await self._store.install(installs)
+        for i, ok in zip(chosen, done):
+            if not ok:
+                lost.add(i)
+                continue
+            found = rebuilt[events[i].entity_id]
+            snapshots[i] = Snapshot(found.state, found.seen.get(events[i].event_id))
+            rehydrated.add(i)
+        steps = sum(rebuilt[events[i].entity_id].events for i in rehydrated)
+        self.stats.rehydrated(len(rehydrated), steps)
+
+    async def _step_planned(
+        self, planned: Sequence[_Planned], results: list[Result | None]
+    ) -> None:
+        """Step the planned events through the model and commit them; their results."""
         x, dt, states = self._inputs(planned)
         risk, next_states = await self._run_model(x, dt, states)
         finite = self._finite(risk, next_states)
@@ -277,7 +356,7 @@ class ScoringEngine:
                 field="values",
             )
         if not rows:
-            return results
+            return
         commits = self._commits(planned, rows, risk, next_states)
         committed = await self._store.commit(commits)
         for b, commit, ok in zip(rows, commits, committed):
@@ -286,7 +365,6 @@ class ScoringEngine:
         conflicts = len(committed) - sum(committed)
         if conflicts:
             self.stats.cas_conflicts(conflicts)
-        return results
 
     def _plan(
         self, i: int, event: Event, snapshot: Snapshot, planned: list[_Planned], late: list[int]

@@ -53,6 +53,9 @@ class Manifest(_Open):
     features: tuple[FeatureSpec, ...] = Field(min_length=1)
     outputs: tuple[OutputSpec, ...] = Field(min_length=1)
     states: tuple[StateSpec, ...] = Field(min_length=1)
+    # Optional: how far back an entity's events still shape its state, in hours. A replay
+    # (``riskstream.core.replay``) then steps only the events within it, from all-zero states.
+    memory_horizon_hours: float | None = Field(None, gt=0)
 
     @property
     def key(self) -> str:

@@ -13,6 +13,7 @@ from riskstream.core.domain import (
     Commit,
     EntityState,
     FeedPage,
+    Install,
     LoggedScore,
     Score,
     Snapshot,
@@ -47,6 +48,12 @@ class StateStore(Protocol):
     async def commit(self, commits: Sequence[Commit]) -> list[bool]:
         """Compare-and-set each entity's state and append its score to the outbox, atomically per
         entity. False where another writer advanced the entity first."""
+        ...
+
+    async def install(self, installs: Sequence[Install]) -> list[bool]:
+        """Compare-and-set each entity's state to one rebuilt from the event log, with its dedup
+        history and its place on the watchlists; no score is logged (the log already has them).
+        False where the stored step is no longer ``expected_step``."""
         ...
 
     async def get(self, entity_id: str) -> EntityState | None: ...
@@ -114,6 +121,20 @@ class ScoreLog(Protocol):
     async def find(self, entity_id: str, event_id: str) -> Score | None: ...
 
     async def ping(self) -> None: ...
+
+
+class EventLog(Protocol):
+    """The event log read back for replay: what the score log holds, by entity."""
+
+    async def stays(self, entity_ids: Sequence[str]) -> dict[str, list[LoggedScore]]:
+        """Each entity's current stay, in step order: its logged events from its latest first
+        step on (a DELETE ends a stay; the next event starts one at step 1). Absent: an entity
+        with no logged events, or whose latest deletion came after its latest event."""
+        ...
+
+    async def entity_ids(self, *, after: str | None, limit: int) -> list[str]:
+        """Entities with logged events, in id order, after ``after``: pages for a full replay."""
+        ...
 
 
 class AuditLog(Protocol):

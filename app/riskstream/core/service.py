@@ -18,6 +18,7 @@ from riskstream.core.errors import InvalidInput, RiskstreamError, UnknownEntity
 from riskstream.core.manifest import Manifest
 from riskstream.core.ports import AuditLog, ScoreLog, StateStore, Views
 from riskstream.core.readiness import Readiness
+from riskstream.core.replay import Replayer, ReplayReport
 
 
 class RiskService:
@@ -32,8 +33,10 @@ class RiskService:
         thresholds: Mapping[str, Threshold],
         readiness: Callable[[], Awaitable[Readiness]],
         audit: AuditLog | None = None,
+        replayer: Replayer | None = None,
     ) -> None:
         self._audit = audit
+        self._replayer = replayer
         self._readiness = readiness
         self._scorer = scorer
         self._store = store
@@ -86,6 +89,23 @@ class RiskService:
         )
 
     # -- operations -----------------------------------------------------------------------
+
+    async def replay(
+        self, entity_ids: Sequence[str] | None, *, model: str | None = None
+    ) -> ReplayReport:
+        """Rebuild entities' states from the event log with this server's model and write them
+        with the live compare-and-set (``entity_ids`` None: every entity in the log)."""
+        if self._replayer is None:
+            raise InvalidInput("this server has no event log to replay from", field="body")
+        if model is not None and model != self.manifest.key:
+            raise InvalidInput(
+                f"this server runs {self.manifest.key}, not {model}; replay another model "
+                "version with `riskstream replay --model NAME/VERSION`",
+                field="model",
+            )
+        if entity_ids is None:
+            return await self._replayer.replay_all(self._store)
+        return await self._replayer.replay(list(dict.fromkeys(entity_ids)), self._store)
 
     async def readiness(self) -> Readiness:
         """Whether this process can serve (Redis and the database reachable), and what an

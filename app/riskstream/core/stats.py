@@ -16,6 +16,14 @@ class EngineStats(Protocol):
 
     def out_of_order(self, count: int) -> None: ...
 
+    def rehydrated(self, entities: int, events: int) -> None:
+        """States rebuilt from the event log before an event, and the model steps it took."""
+        ...
+
+    def rehydration_failed(self, entities: int) -> None:
+        """Entities without a state scored afresh because the event log could not be read."""
+        ...
+
 
 class NoStats:
     def model_step(self, batch: int, seconds: float) -> None:
@@ -31,4 +39,10 @@ class NoStats:
         pass
 
     def out_of_order(self, count: int) -> None:
+        pass
+
+    def rehydrated(self, entities: int, events: int) -> None:
+        pass
+
+    def rehydration_failed(self, entities: int) -> None:
         pass

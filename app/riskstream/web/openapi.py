@@ -64,7 +64,7 @@ _SCORE = {
     "model": {"name": "aki-lstm", "version": "1.2.0"},
     "risk": {"aki_48h": 0.06, "sepsis": 0.01},
 }
-EVENT_OUT = {**_SCORE, "duplicate": False}
+EVENT_OUT = {**_SCORE, "duplicate": False, "rehydrated": False}
 LATEST_OUT = {**_SCORE, "last_event_time": "2026-11-25T08:00:00Z"}
 PAGE_OUT = {"entity_id": "p000001", "scores": [{**_SCORE, "values": None}], "next_after_step": None}
 BULK_OUT = {

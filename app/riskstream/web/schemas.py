@@ -208,11 +208,17 @@ class ScoreOut(BaseModel):
 
 class EventOut(ScoreOut):
     duplicate: bool = Field(description="True if this event_id was already scored")
+    rehydrated: bool = Field(
+        description="True if the entity's state was missing from Redis (emptied, or expired "
+        "after STATE_TTL) or of another model version, and was rebuilt from the event log "
+        "before this event"
+    )
 
     @classmethod
     def of_outcome(cls, o: Outcome) -> EventOut:
         fields = cls.fields_of(o.score)
         fields["duplicate"] = o.duplicate
+        fields["rehydrated"] = o.rehydrated
         return _build(cls, fields)
 
 
@@ -334,6 +340,38 @@ class ForgottenOut(BaseModel):
     forgotten: bool
 
 
+class ReplayIn(BaseModel):
+    """Which entities to rebuild from the event log: listed, or all."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"entity_ids": ["p000001", "p000002"]}, {"all": True}]},
+    )
+
+    entity_ids: list[str] | None = Field(
+        None, max_length=100_000, description="The entities to replay"
+    )
+    all: bool = Field(False, description="Every entity with events in the log")
+    model: str | None = Field(
+        None, description="NAME/VERSION; must be the model this server runs (the default)"
+    )
+
+
+class SkippedOut(BaseModel):
+    entity_id: str
+    reason: str
+
+
+class ReplayOut(BaseModel):
+    entities: int = Field(description="Entities asked about")
+    installed: int = Field(description="States rebuilt and written")
+    events: int = Field(description="Events stepped through the model")
+    conflicts: int = Field(description="Writes that lost to a live event and were replayed again")
+    skipped: list[SkippedOut] = Field(description="Entities not written, and why")
+    seconds: float
+    events_per_s: float
+
+
 class FieldError(BaseModel):
     field: str | None
     message: str
@@ -367,6 +405,7 @@ class BulkScoredOut(EventOut):
     def of_item(cls, index: int, o: Outcome) -> BulkScoredOut:
         fields = cls.fields_of(o.score)
         fields["duplicate"] = o.duplicate
+        fields["rehydrated"] = o.rehydrated
         fields["index"] = index
         fields["status"] = 200
         return _build(cls, fields)

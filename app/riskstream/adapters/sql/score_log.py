@@ -222,6 +222,36 @@ def _score(row: _Row) -> Score:
 
 _SCORE_COLUMNS = [scores.c[name] for name in _SCORE_FIELDS]
 
+# Entities whose logs are read in one statement by ``stays``.
+_STAY_CHUNK = 500
+
+
+def _stay_query(entity_ids: Sequence[str]) -> Select[*tuple[Any, ...]]:
+    return (
+        select(*_SCORE_COLUMNS, scores.c.id, events.c["values"])
+        .join(events, events.c.score_id == scores.c.score_id)
+        .where(scores.c.entity_id.in_(entity_ids))
+    )
+
+
+def _deletions_query(entity_ids: Sequence[str]) -> Select[*tuple[Any, ...]]:
+    return (
+        select(deletions.c.entity_id, func.max(deletions.c.deleted_at).label("deleted_at"))
+        .where(deletions.c.entity_id.in_(entity_ids))
+        .group_by(deletions.c.entity_id)
+    )
+
+
+def _current_stay(rows: Sequence[_Row], deleted_at: float | None) -> list[LoggedScore]:
+    """The rows of one entity's current stay, as logged scores in step order (see ``stays``)."""
+    keyed = [(to_seconds(row.scored_at), row) for row in rows]
+    if deleted_at is not None and deleted_at > max(at for at, _ in keyed):
+        return []
+    firsts = [at for at, row in keyed if row.step == 1]
+    begin = max(firsts) if firsts else min(at for at, _ in keyed)
+    stay = sorted(((row.step, row.id), row) for at, row in keyed if at >= begin)
+    return [LoggedScore(_score(row), row.values or {}, row.key_name) for _, row in stay]
+
 
 @contextlib.asynccontextmanager
 async def sql_errors() -> AsyncIterator[None]:
@@ -328,6 +358,40 @@ class SqlScoreLog:
         moved (a failover, a restored SQLite file), connections opened before would still reach
         the old one."""
         await self._engine.dispose()
+
+    # -- the event log read back (the ``EventLog`` port, for replay) --------------------------
+
+    async def stays(self, entity_ids: Sequence[str]) -> dict[str, list[LoggedScore]]:
+        """Each entity's current stay in step order: its scores from the latest one at step 1
+        (by the time it was scored) on, with the events' values. None if the entity's latest
+        DELETE (the ``deletions`` audit) came after its latest score: the next event starts a
+        new stay. Times compared are the scoring and deleting processes' clocks."""
+        stays: dict[str, list[LoggedScore]] = {}
+        distinct = list(dict.fromkeys(entity_ids))
+        started = time.perf_counter()
+        async with sql_errors(), self._engine.connect() as connection:
+            for start in range(0, len(distinct), _STAY_CHUNK):
+                chunk = distinct[start : start + _STAY_CHUNK]
+                rows = (await connection.execute(_stay_query(chunk))).all()
+                deleted = {
+                    row.entity_id: to_seconds(row.deleted_at)
+                    for row in await connection.execute(_deletions_query(chunk))
+                }
+                by_entity: dict[str, list[_Row]] = {}
+                for row in rows:
+                    by_entity.setdefault(row.entity_id, []).append(row)
+                for entity_id, found in by_entity.items():
+                    stay = _current_stay(found, deleted.get(entity_id))
+                    if stay:
+                        stays[entity_id] = stay
+        self._observe("stays", time.perf_counter() - started)
+        return stays
+
+    async def entity_ids(self, *, after: str | None, limit: int) -> list[str]:
+        query = select(scores.c.entity_id).distinct().order_by(scores.c.entity_id).limit(limit)
+        if after is not None:
+            query = query.where(scores.c.entity_id > after)
+        return [row.entity_id for row in await self._fetch(query)]
 
     async def ping(self) -> None:
         async with sql_errors(), self._engine.connect() as connection:
