@@ -7,7 +7,7 @@
 # riskstream. psql quotes the values itself (:"name" an identifier, :'value' a literal).
 set -euo pipefail
 
-: "${RISKSTREAM_DB_PASSWORD:?set RISKSTREAM_DB_PASSWORD, the riskstream role's password}"
+: "${RISKSTREAM_DB_PASSWORD:?set RISKSTREAM_DB_PASSWORD, the password of the riskstream role}"
 
 psql --no-psqlrc -v ON_ERROR_STOP=1 \
     --username "${POSTGRES_USER:-postgres}" --dbname "${POSTGRES_DB:-postgres}" \
