@@ -39,6 +39,7 @@ from riskstream.core.replay import Replayer
 from riskstream.core.service import RiskService
 from riskstream.services import Services
 from riskstream.settings import Settings
+from riskstream.startup import wait_for_dependencies
 from riskstream.web import admin, entities, errors, events, metrics, openapi, system, views
 from riskstream.web.auth import Guard, StreamSlots
 from riskstream.web.fast_path import SingleEventFastPath
@@ -74,6 +75,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     async with AsyncExitStack() as stack:
         metrics = Metrics()
         model = OnnxRiskModel(settings.model_dir)
+        # Under `riskstream serve` the parent process has waited already: this returns at once.
+        await asyncio.to_thread(wait_for_dependencies, settings)
 
         redis_url = settings.redis_url
         if redis_url is None:

@@ -27,6 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
     from riskstream.adapters.embedded_redis import EmbeddedRedis
     from riskstream.adapters.sql.database import migrate
     from riskstream.settings import Settings
+    from riskstream.startup import DependencyUnavailable, wait_for_dependencies
 
     settings = Settings()
     if not settings.auth and not is_loopback(args.host):
@@ -50,6 +51,11 @@ def _serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _exit)
     try:
+        try:
+            wait_for_dependencies(settings)
+        except DependencyUnavailable as exc:
+            print(f"riskstream serve: {exc}", file=sys.stderr)
+            return 1
         migrate(settings.resolved_database_url())
         if settings.auth:
             _admin_key(settings, args)
@@ -64,6 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             access_log=args.access_log,
             proxy_headers=args.proxy_headers,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
         )
     finally:
         if embedded is not None:
@@ -297,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--proxy-headers",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="trust X-Forwarded-* from FORWARDED_ALLOW_IPS (behind a reverse proxy)",
+        help="trust X-Forwarded-For/-Proto from FORWARDED_ALLOW_IPS (behind a reverse proxy)",
     )
 
     dead = commands.add_parser(

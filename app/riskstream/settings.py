@@ -30,6 +30,17 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("riskstream-data"), description="Folder for embedded data")
     model_dir: Path = Field(DEFAULT_MODEL_DIR, description="Model artifact folder")
     key_prefix: str = Field("rs", description="Prefix of every Redis key")
+    startup_timeout_s: float = Field(
+        60.0,
+        ge=0,
+        description="How long startup waits for an external Redis and database to answer "
+        "(retrying with exponential backoff) before it gives up",
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="With serve --proxy-headers: the proxies (comma-separated IPs or networks, "
+        "or *) whose X-Forwarded-For and X-Forwarded-Proto are trusted",
+    )
 
     accept_late_events: bool = Field(
         False, description="Score an event older than the entity's last one as if it came now"

@@ -13,7 +13,7 @@ from riskstream.settings import Settings
 from sqlalchemy.engine import make_url
 
 from tests.support.database import OwnDatabase, make_sqlite_unreachable
-from tests.support.server import free_port
+from tests.support.processes import RedisServer
 
 
 async def test_redis_down_gives_503_with_retry_after(settings: Settings, tmp_path: Path) -> None:
@@ -26,6 +26,7 @@ async def test_redis_down_gives_503_with_retry_after(settings: Settings, tmp_pat
         async with httpx.AsyncClient(transport=transport, base_url="http://rs") as client:
             body = {"event_id": "e1", "time": "2026-11-25T08:00:00Z", "values": {"HR": 80}}
             assert (await client.post("/v1/entities/p1/events", json=body)).status_code == 200
+            assert "riskstream_ready 1.0" in (await client.get("/metrics")).text
             with contextlib.suppress(redis.exceptions.ConnectionError):
                 redis.Redis.from_url(url).shutdown(nosave=True)
 
@@ -44,6 +45,9 @@ async def test_redis_down_gives_503_with_retry_after(settings: Settings, tmp_pat
             assert error["code"] == "not_ready" and error["field"] == "redis"
             assert "redis" in error["message"] and "database" not in error["message"]
             assert (await client.get("/healthz")).status_code == 200
+            # the scrape still answers, and says this process cannot score (for alerting)
+            metrics = await client.get("/metrics")
+            assert metrics.status_code == 200 and "riskstream_ready 0.0" in metrics.text
     embedded.stop()
 
 
@@ -70,22 +74,18 @@ async def test_database_down_gives_503_and_scoring_goes_on(
 
 
 async def test_503_names_the_dependency_never_its_address(
-    settings: Settings, own_database: OwnDatabase
+    settings: Settings, own_database: OwnDatabase, own_redis: RedisServer
 ) -> None:
-    """Redis on a 127.0.0.1 port nobody listens on, and then the database made unreachable:
-    every 503 says which dependency is away, and nothing in the body tells a client where it
-    runs."""
-    redis_port = free_port()
-    own = settings.model_copy(
-        update={
-            "redis_url": f"redis://127.0.0.1:{redis_port}/0",
-            "database_url": own_database.url,
-        }
-    )
+    """Redis gone, and then the database made unreachable: every 503 says which dependency is
+    away, and nothing in the body tells a client where it runs. (Startup waits for Redis, so
+    the service starts on a Redis of its own that then stops.)"""
+    redis_port = own_redis.port
+    own = settings.model_copy(update={"redis_url": own_redis.url, "database_url": own_database.url})
     database = make_url(own_database.url)
     where = [str(p) for p in (database.host, database.port, database.database) if p]
     app = create_app(own)
     async with app.router.lifespan_context(app):
+        own_redis.stop()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://rs") as client:
             body = {"event_id": "e1", "time": "2026-11-25T08:00:00Z", "values": {"HR": 80}}

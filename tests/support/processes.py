@@ -38,13 +38,14 @@ class RedisServer:
     """``redis-server`` without persistence (``--save "" --appendonly no``): a restart empties it,
     as a Redis without AOF or a failover to an empty replica would."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, start: bool = True) -> None:
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
-        self.start()
+        if start:  # else its port and URL are known, and nothing listens there until start()
+            self.start()
 
     def start(self, timeout: float = 10.0) -> None:
         command = [_redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
@@ -113,7 +114,7 @@ class PostgresServer:
     folder it owns.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, start: bool = True) -> None:
         bin_dir = _postgres_bin()
         if bin_dir is None:
             pytest.skip("no PostgreSQL server binaries (initdb) on this machine")
@@ -131,7 +132,8 @@ class PostgresServer:
             "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
             "--no-sync", "--no-instructions",
         )  # fmt: skip
-        self.start()
+        if start:  # else initialised, its port and URL known, and not listening until start()
+            self.start()
 
     def _run(self, tool: str, *args: str, timeout: float = 60.0) -> None:
         command = [*self._as, str(self.bin / tool), *args]

@@ -71,6 +71,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self.ready = Gauge(
+            "riskstream_ready",
+            "1 while this process can reach Redis and the database (/readyz 200), else 0; "
+            "set at each scrape",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.redis_emptied_total = Counter(
             "riskstream_redis_emptied",
             "Times this process found Redis emptied (its instance marker gone)",

@@ -34,7 +34,11 @@ async def metrics(services: ServicesDep) -> Response:
     try:
         services.metrics.backlog.set(await services.outbox.backlog())
     except Unavailable:
-        pass  # the scrape still answers; readiness tells that Redis is away
+        pass  # the scrape still answers; riskstream_ready tells that Redis is away
+    # What /readyz would answer, for alerting: a process that still serves /metrics may be
+    # unable to score (Redis away), which `up` alone would not show.
+    readiness = await services.risk.readiness()
+    services.metrics.ready.set(0 if readiness.unreachable else 1)
     return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
