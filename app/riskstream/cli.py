@@ -167,7 +167,8 @@ def _evaluate(argv: Sequence[str]) -> int:
         from riskstream_models.evaluate import main as evaluate_main
     except ImportError as exc:
         print(
-            f"riskstream evaluate needs the evaluation extras: pip install -e '.[train]' ({exc})",
+            "riskstream evaluate needs the evaluation extras: pip install 'riskstream[train]' "
+            f"(in a checkout: pip install -e '.[train]') ({exc})",
             file=sys.stderr,
         )
         return 2

@@ -29,7 +29,6 @@ from riskstream.progress import bar, enabled
 from riskstream.resources import resource
 
 DEFAULT_DATA = resource("demo") / "physionet2019-sample.parquet"
-SHARED_DATA = Path("../shared/data/physionet2019/setA.parquet")
 NOT_FEATURES = {"patient_id", "hour", "SepsisLabel"}
 BULK_CHUNK = 1000
 _MAX_HISTORY_S = 10 * 365 * 86_400.0  # the replay's clock starts at most ten years back
@@ -63,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         type=Path,
         default=None,
-        help=f"a PhysioNet 2019 parquet table (default: the 200-patient sample in models/data/, "
-        f"e.g. {SHARED_DATA} for all of set A)",
+        help="a PhysioNet 2019 parquet table, e.g. all of training set A (default: the "
+        "200-patient sample that comes with riskstream)",
     )
     p.add_argument(
         "--patients", type=int, default=24, help="patients to replay (default: %(default)s)"

@@ -20,13 +20,15 @@ import onnx
 import onnxruntime as ort
 import torch
 import torch.nn as nn
+from riskstream.resources import resource
 
 from .data import OUTPUTS, PHYSIONET_FEATURES, PLAUSIBLE_RANGES, EventTable, load_events
 from .dataset import fit_normalisation, length_batches, padded
 from .model import ModelConfig, RiskModel
 
 OPSET = 17
-SAMPLE = str(Path(__file__).resolve().parents[1] / "data" / "physionet2019-sample.parquet")
+# The 200-patient slice: models/data/ in a checkout, riskstream/_bundled/demo/ when installed.
+SAMPLE = str(resource("demo") / "physionet2019-sample.parquet")
 
 
 class Step(nn.Module):
