@@ -13,6 +13,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 log = logging.getLogger("riskstream")
 
@@ -90,11 +91,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _admin_key(settings: object, args: argparse.Namespace) -> None:
-    """The first start's admin key (``riskstream.admin_key``), and the dashboard's signed-in URL.
+def dashboard_line(host: str, port: int, secret: str, key_file: Path, terminal: bool) -> str:
+    """What ``serve`` prints for the dashboard. On a terminal: the signed-in URL, the secret in
+    its fragment (a browser never sends it to the server). Otherwise stdout is likely a log (a
+    container's, a service manager's), which must never hold a secret: the plain URL and where
+    the key is."""
+    host = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    if terminal:
+        return f"dashboard (signed in as admin): http://{host}:{port}/ui/#key={secret}"
+    return f"dashboard: http://{host}:{port}/ui/ (sign in with the admin key in {key_file})"
 
-    The log gets the key file's path, never the secret. The URL (stdout only, not the log)
-    carries the secret in its fragment, which a browser never sends to the server."""
+
+def _admin_key(settings: object, args: argparse.Namespace) -> None:
+    """The first start's admin key (``riskstream.admin_key``), and the dashboard's URL.
+
+    The log gets the key file's path, never the secret; so does stdout unless it is a
+    terminal (``dashboard_line``)."""
     from riskstream.admin_key import ADMIN_KEY_FILE, ensure_admin_key
     from riskstream.settings import Settings
 
@@ -107,9 +120,8 @@ def _admin_key(settings: object, args: argparse.Namespace) -> None:
         secret = path.read_text().strip()
     except OSError:
         return  # keys existed before this start (or the file was moved away): nothing to show
-    host = args.host if args.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    host = f"[{host}]" if ":" in host else host
-    print(f"dashboard (signed in as admin): http://{host}:{args.port}/ui/#key={secret}", flush=True)
+    line = dashboard_line(args.host, args.port, secret, path, sys.stdout.isatty())
+    print(line, flush=True)
 
 
 def _dead_letters(args: argparse.Namespace) -> int:

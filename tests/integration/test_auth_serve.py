@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from riskstream.cli import is_loopback
+from riskstream.cli import dashboard_line, is_loopback
 from riskstream.settings import Settings
 
 from tests.support.paths import PROJECT_ROOT
@@ -84,8 +84,10 @@ def test_first_start_writes_the_admin_key_logs_its_path_and_prints_the_signed_in
         log = err.read_text()
         assert str(key_file) in log
         assert secret not in log
-        printed = re.findall(r"http://\S+/ui/#key=(\S+)", out.read_text())
-        assert printed == [secret]
+        # stdout is a file here, as in a container: the URL without the secret, and the path
+        printed = out.read_text()
+        assert secret not in printed
+        assert f"/ui/ (sign in with the admin key in {key_file})" in printed
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -102,3 +104,16 @@ def test_cors_origins_as_a_comma_list_or_json(monkeypatch: pytest.MonkeyPatch) -
     assert Settings().cors_origins == ["https://a.example"]
     monkeypatch.setenv("CORS_ORIGINS", "")
     assert Settings().cors_origins == []
+
+
+def test_the_signed_in_url_only_on_a_terminal(tmp_path: Path) -> None:
+    key_file = tmp_path / "admin.key"
+    secret = "rsk_0123456789abcdef_" + "x" * 43
+    on_terminal = dashboard_line("0.0.0.0", 8000, secret, key_file, terminal=True)
+    assert re.findall(r"http://127\.0\.0\.1:8000/ui/#key=(\S+)", on_terminal) == [secret]
+    assert dashboard_line("::1", 8000, secret, key_file, True).startswith(
+        "dashboard (signed in as admin): http://[::1]:8000/ui/#key="
+    )
+    elsewhere = dashboard_line("10.0.0.5", 8000, secret, key_file, terminal=False)
+    assert secret not in elsewhere and str(key_file) in elsewhere
+    assert "http://10.0.0.5:8000/ui/ " in elsewhere
