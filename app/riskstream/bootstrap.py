@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from riskstream import __version__
 from riskstream.adapters.embedded_redis import EmbeddedRedis
-from riskstream.adapters.metrics import Metrics
+from riskstream.adapters.metrics import Metrics, build_labels
 from riskstream.adapters.onnx_model import OnnxRiskModel
 from riskstream.adapters.rate_limit import RedisRateLimiter
 from riskstream.adapters.redis_store import RedisOutbox, RedisStateStore
@@ -71,8 +71,8 @@ def thresholds(settings: Settings, outputs: tuple[str, ...]) -> dict[str, Thresh
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     async with AsyncExitStack() as stack:
-        metrics = Metrics()
         model = OnnxRiskModel(settings.model_dir)
+        metrics = Metrics(build_labels(model.manifest.name, model.manifest.version))
 
         redis_url = settings.redis_url
         if redis_url is None:
@@ -106,6 +106,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             outputs=model.manifest.output_names,
             feed_length=settings.feed_length,
             observe=metrics.observe_redis,
+            state_sizes=metrics.state_sizes,
         )
         views = RedisViews(client, store.keys, unreadable=metrics.unreadable_record)
         outbox = RedisOutbox(
@@ -157,6 +158,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             manifest=model.manifest,
             thresholds=engine.thresholds,
             audit=score_log,
+            stats=metrics,
             readiness=ReadinessProbe(
                 pings={"redis": store.ping, "database": score_log.ping},
                 outbox=outbox,

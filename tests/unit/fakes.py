@@ -204,6 +204,10 @@ class FakeDrainStats:
         self.dead = 0
         self.waiting = 0
         self.emptied = 0
+        self.lags: list[float] = []
+
+    def sql_commit_lags(self, seconds: Sequence[float]) -> None:
+        self.lags += seconds
 
     def dead_lettered(self, count: int) -> None:
         self.dead += count

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 import redis.asyncio as aioredis
@@ -130,8 +130,10 @@ class RedisStateStore:
         outputs: Sequence[str],
         feed_length: int = 100_000,
         observe: Observe = ignore,
+        state_sizes: Callable[[Sequence[int]], None] | None = None,
     ) -> None:
         self._r = client
+        self._state_sizes = state_sizes
         self._outputs = tuple(outputs)
         self._feed_length = feed_length
         self.keys = ViewKeys(prefix)
@@ -184,12 +186,22 @@ class RedisStateStore:
     async def commit(self, commits: Sequence[Commit]) -> list[bool]:
         keys = list(self._commit_keys)
         args: list[bytes | str | int] = [self._history, self._feed_length, len(self._outputs)]
+        sizes: list[int] = []  # of each state hash as written
         for c in commits:
             state = c.state
             score = c.logged.score
             keys += self._keys(score.entity_id)
             latest = encode_score(score)
             feed_entry = orjson.dumps({"score": score_to_dict(score), "alerts": state.alerts})
+            fields = [  # the state hash, in the order of _FIELDS, but the blob
+                b"%d" % state.step,
+                repr(state.last_time).encode(),
+                state.model_key.encode(),
+                latest,
+                encode_score(state.previous) if state.previous is not None else b"",
+                orjson.dumps(state.alerts),
+            ]
+            blob = self._blob.encode(state.tensors)
             args.append(
                 _pack(
                     [
@@ -200,22 +212,20 @@ class RedisStateStore:
                         feed_entry,
                         score.entity_id.encode(),
                         *[repr(float(score.risk[o])).encode() for o in self._outputs],
-                        # the state hash, in the order of _FIELDS
-                        b"%d" % state.step,
-                        repr(state.last_time).encode(),
-                        state.model_key.encode(),
-                        latest,
-                        encode_score(state.previous) if state.previous is not None else b"",
-                        orjson.dumps(state.alerts),
+                        *fields,
                     ]
                 )
             )
-            args.append(self._blob.encode(state.tensors))
+            args.append(blob)
+            sizes.append(len(blob) + sum(map(len, fields)))
         async with redis_errors():
             started = time.perf_counter()
             replies = await self._commit(keys=keys, args=args)
             self._observe("commit", time.perf_counter() - started)
-        return [bool(r) for r in replies]
+        committed = [bool(r) for r in replies]
+        if self._state_sizes is not None:
+            self._state_sizes([size for size, ok in zip(sizes, committed) if ok])
+        return committed
 
     async def get(self, entity_id: str) -> EntityState | None:
         async with redis_errors():
