@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from riskstream import __version__
 from riskstream.adapters.embedded_redis import EmbeddedRedis
@@ -42,6 +43,7 @@ from riskstream.web import entities, errors, events, metrics, openapi, system, v
 from riskstream.web.auth import Guard, StreamSlots
 from riskstream.web.fast_path import SingleEventFastPath
 from riskstream.web.limits import BodySizeLimit
+from riskstream.web.request_id import RequestId
 from riskstream.web.responses import JSON
 
 log = logging.getLogger(__name__)
@@ -236,6 +238,14 @@ _NO_NATIVE_TELEMETRY: dict[str, Any] = (
 )
 
 
+class RiskstreamApp(FastAPI):
+    """FastAPI with the request id around everything, Starlette's error middleware included
+    (``add_middleware`` puts a middleware inside it), so a 500 carries the id too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestId(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -253,7 +263,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             finally:
                 gc.unfreeze()
 
-    app = FastAPI(
+    app = RiskstreamApp(
         title="riskstream",
         version=__version__,
         description="Live risk scores: each event advances an entity's recurrent state one step.",
