@@ -57,8 +57,11 @@ class FakeStore:
         self.seen: dict[tuple[str, str], Score] = {}
         self.outbox: list[LoggedScore] = []
         self.interfere: list[str] = []  # entities another writer advances before our next commit
+        self.down: Unavailable | None = None  # raised by every load: Redis away
 
     async def load(self, keys: Sequence[tuple[str, str]]) -> list[Snapshot]:
+        if self.down is not None:
+            raise self.down
         return [Snapshot(self.states.get(e), self.seen.get((e, ev))) for e, ev in keys]
 
     async def commit(self, commits: Sequence[Commit]) -> list[bool]:
