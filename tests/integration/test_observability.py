@@ -75,11 +75,11 @@ def promtool(text: str) -> None:
 # -- the request id ----------------------------------------------------------------------
 
 
-async def test_request_id_is_taken_when_safe_else_made_and_always_echoed(service: Running) -> None:
-    client = service.client
-    ok = await client.post(
-        "/v1/entities/r1/events", json=event("e1", T0), headers={"X-Request-ID": "abc-123.x"}
-    )
+async def test_request_id_is_taken_when_safe_else_made_and_always_echoed(
+    service: Running, key_prefix: str
+) -> None:
+    client, single = service.client, f"/v1/entities/{key_prefix}-r1/events"
+    ok = await client.post(single, json=event("e1", T0), headers={"X-Request-ID": "abc-123.x"})
     assert ok.status_code == 200 and ok.headers["x-request-id"] == "abc-123.x"  # the fast path
     made = [(await client.get("/healthz")).headers["x-request-id"] for _ in range(2)]
     assert all(GENERATED.match(m) for m in made) and made[0] != made[1]
@@ -92,8 +92,8 @@ async def test_request_id_is_taken_when_safe_else_made_and_always_echoed(service
         assert GENERATED.match(r.headers["x-request-id"]), unsafe
     # every answer carries one: errors from the route, FastAPI, and the middlewares before them
     answers = [
-        await client.post("/v1/entities/r1/events", json={"event_id": "e2"}),  # 422, the route
-        await client.post("/v1/entities/r1/events", content=b"{}"),  # 415, the fast path
+        await client.post(single, json={"event_id": "e2"}),  # 422, the route
+        await client.post(single, content=b"{}"),  # 415, the fast path
         await client.get("/no/such/route"),  # 404
         await client.post("/v1/events", content=b"x" * 2_000_000, headers=JSON),  # 413
     ]
@@ -108,7 +108,11 @@ JSON = {"content-type": "application/json"}
 # -- counters of events by outcome ---------------------------------------------------------
 
 
-async def test_events_are_counted_by_outcome(settings: Settings, tmp_path: Path) -> None:
+async def test_events_are_counted_by_outcome(
+    settings: Settings, tmp_path: Path, key_prefix: str
+) -> None:
+    """Entity names of this test's own: a late event is looked up in the shared score log."""
+    o1, o2 = f"{key_prefix}-o1", f"{key_prefix}-o2"
     own_redis = RedisServer(tmp_path / "own-redis")  # stopped below: unavailable
     app = create_app(settings.model_copy(update={"redis_url": own_redis.url}))
     try:
@@ -121,7 +125,7 @@ async def test_events_are_counted_by_outcome(settings: Settings, tmp_path: Path)
                 } == OUTCOMES  # all at 0 from the start
                 assert value(before, "riskstream_events_total") == 0
 
-                single = "/v1/entities/o1/events"
+                single = f"/v1/entities/{o1}/events"
                 assert (await client.post(single, json=event("e1", T0))).status_code == 200
                 assert (await client.post(single, json=event("e1", T0))).json()["duplicate"]
                 assert (await client.post(single, json=event("e0", T0 - 60))).status_code == 409
@@ -129,10 +133,10 @@ async def test_events_are_counted_by_outcome(settings: Settings, tmp_path: Path)
                 assert (await client.post(single, json=bad_value)).status_code == 422  # engine
                 assert (await client.post(single, json={"event_id": "e3"})).status_code == 422
                 bulk = [
-                    {"entity_id": "o2", **event("a", T0)},
-                    {"entity_id": "o2", **event("b", T0 + 60)},
-                    {"entity_id": "o2", "event_id": "c"},  # does not validate
-                    {"entity_id": "o1", **event("e1", T0)},  # duplicate
+                    {"entity_id": o2, **event("a", T0)},
+                    {"entity_id": o2, **event("b", T0 + 60)},
+                    {"entity_id": o2, "event_id": "c"},  # does not validate
+                    {"entity_id": o1, **event("e1", T0)},  # duplicate
                 ]
                 assert (await client.post("/v1/events", json=bulk)).status_code == 200
                 own_redis.stop()
@@ -158,11 +162,11 @@ async def test_events_are_counted_by_outcome(settings: Settings, tmp_path: Path)
 
 
 async def test_metrics_have_the_series_with_their_types_and_labels(
-    service: Running, tiny_model_dir: Path
+    service: Running, tiny_model_dir: Path, key_prefix: str
 ) -> None:
-    client = service.client
+    client, single = service.client, f"/v1/entities/{key_prefix}-m1/events"
     for k in range(3):
-        assert (await client.post("/v1/entities/m1/events", json=event(f"e{k}", T0 + k))).is_success
+        assert (await client.post(single, json=event(f"e{k}", T0 + k))).is_success
     text = await wait_metric(client, "riskstream_sql_commit_lag_seconds_count", 3)
     promtool(text)
     found = families(text)
@@ -226,7 +230,7 @@ def servers() -> Iterator[list[ServerProcess]]:
 
 @pytest.mark.slow
 async def test_two_workers_one_exposition_with_each_worker_process(
-    servers: list[ServerProcess], settings: Settings, tmp_path: Path
+    servers: list[ServerProcess], settings: Settings, tmp_path: Path, key_prefix: str
 ) -> None:
     server = ServerProcess(server_env(settings), tmp_path / "server.log", workers=2)
     servers.append(server)
@@ -238,11 +242,12 @@ async def test_two_workers_one_exposition_with_each_worker_process(
         assert workers <= set(session_members(server.pid)) and server.pid not in workers
 
         async def post(i: int) -> None:
-            r = await client.post(f"/v1/entities/w{i}/events", json=event("e1", T0))
+            r = await client.post(f"/v1/entities/{key_prefix}-w{i}/events", json=event("e1", T0))
             assert r.status_code == 200, r.text
 
         await asyncio.gather(*(post(i) for i in range(40)))
-        bulk = [{"entity_id": "w0", **event("e1", T0)}, {"entity_id": "w0", "event_id": "x"}]
+        w0 = f"{key_prefix}-w0"
+        bulk = [{"entity_id": w0, **event("e1", T0)}, {"entity_id": w0, "event_id": "x"}]
         assert (await client.post("/v1/events", json=bulk)).status_code == 200
 
         text = await wait_until(
@@ -299,11 +304,11 @@ async def plant_unreadable(redis_url: str, prefix: str, output: str, count: int)
         await client.aclose()
 
 
-async def drive(server: ServerProcess, output: str) -> dict[str, str]:
+async def drive(server: ServerProcess, output: str, entity: str) -> dict[str, str]:
     """Three requests with log lines of their own; their request ids by what they did."""
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         posted = await client.post(
-            "/v1/entities/l1/events",
+            f"/v1/entities/{entity}/events",
             json={"event_id": "e1", "time": T0, "values": {"HR": float(VALUE_TEXT)}},
             headers={"X-Request-ID": "rid-post-1"},
         )
@@ -323,7 +328,7 @@ async def test_json_log_lines_carry_the_request_id_of_their_request(
 ) -> None:
     output = await start_and_plant(servers, settings, tmp_path, "json")
     server = servers[0]
-    ids = await drive(server, output)
+    ids = await drive(server, output, f"{settings.key_prefix}-l1")
     server.stop()  # every line written
     text = server.log_path.read_text()
     assert VALUE_TEXT not in text
@@ -347,7 +352,8 @@ async def test_json_log_lines_carry_the_request_id_of_their_request(
     assert access["method"] == "GET" and access["status"] == 200
     assert access["path"].startswith("/v1/watchlist?")
     [posted] = by_id[ids["post"]]
-    assert posted["path"] == "/v1/entities/l1/events" and posted["status"] == 200
+    assert posted["path"] == f"/v1/entities/{settings.key_prefix}-l1/events"
+    assert posted["status"] == 200
     # lines of no request carry none
     assert any(line["message"].startswith("Started server process") for line in by_id[""])
 
@@ -364,7 +370,7 @@ async def test_text_log_is_one_format_with_the_request_id(
 ) -> None:
     output = await start_and_plant(servers, settings, tmp_path, "text")
     server = servers[0]
-    ids = await drive(server, output)
+    ids = await drive(server, output, f"{settings.key_prefix}-l1")
     server.stop()
     text = server.log_path.read_text()
     assert VALUE_TEXT not in text
