@@ -18,10 +18,11 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from riskstream import __version__
 from riskstream.adapters.embedded_redis import EmbeddedRedis
-from riskstream.adapters.metrics import Metrics
+from riskstream.adapters.metrics import Metrics, build_labels
 from riskstream.adapters.onnx_model import OnnxRiskModel
 from riskstream.adapters.rate_limit import RedisRateLimiter
 from riskstream.adapters.redis_store import RedisOutbox, RedisStateStore
@@ -44,6 +45,7 @@ from riskstream.web import admin, entities, errors, events, metrics, openapi, sy
 from riskstream.web.auth import Guard, StreamSlots
 from riskstream.web.fast_path import SingleEventFastPath
 from riskstream.web.limits import BodySizeLimit
+from riskstream.web.request_id import RequestId
 from riskstream.web.responses import JSON
 
 log = logging.getLogger(__name__)
@@ -73,8 +75,8 @@ def thresholds(settings: Settings, outputs: tuple[str, ...]) -> dict[str, Thresh
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     async with AsyncExitStack() as stack:
-        metrics = Metrics()
         model = OnnxRiskModel(settings.model_dir)
+        metrics = Metrics(build_labels(model.manifest.name, model.manifest.version))
         # Under `riskstream serve` the parent process has waited already: this returns at once.
         await asyncio.to_thread(wait_for_dependencies, settings)
 
@@ -111,6 +113,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             feed_length=settings.feed_length,
             state_ttl_s=settings.state_ttl,
             observe=metrics.observe_redis,
+            state_sizes=metrics.state_sizes,
         )
         levels = thresholds(settings, model.manifest.output_names)
         replayer = Replayer(
@@ -172,6 +175,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             thresholds=engine.thresholds,
             audit=score_log,
             replayer=replayer,
+            stats=metrics,
             readiness=ReadinessProbe(
                 pings={"redis": store.ping, "database": score_log.ping},
                 outbox=outbox,
@@ -249,6 +253,14 @@ _NO_NATIVE_TELEMETRY: dict[str, Any] = (
 )
 
 
+class RiskstreamApp(FastAPI):
+    """FastAPI with the request id around everything, Starlette's error middleware included
+    (``add_middleware`` puts a middleware inside it), so a 500 carries the id too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestId(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> FastAPI:
     """The app on ``settings`` (else read from the environment). ``fast_path=False`` leaves out
     ``SingleEventFastPath``, so that every single-event POST goes through its FastAPI route:
@@ -269,7 +281,7 @@ def create_app(settings: Settings | None = None, *, fast_path: bool = True) -> F
             finally:
                 gc.unfreeze()
 
-    app = FastAPI(
+    app = RiskstreamApp(
         title="riskstream",
         version=__version__,
         description="Live risk scores: each event advances an entity's recurrent state one step.",

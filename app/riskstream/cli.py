@@ -25,6 +25,7 @@ def _exit(signum: int, frame: object) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from riskstream import logs
     from riskstream.adapters.embedded_redis import EmbeddedRedis
     from riskstream.adapters.sql.database import migrate
     from riskstream.settings import Settings
@@ -69,6 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             log_level=args.log_level,
+            log_config=logs.config(settings.log_format, args.log_level),
             access_log=args.access_log,
             proxy_headers=args.proxy_headers,
             forwarded_allow_ips=settings.forwarded_allow_ips,
@@ -371,7 +373,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return replay_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from riskstream.logs import configure
+    from riskstream.settings import Settings
+
+    # one format for every line, ours and uvicorn's (LOG_FORMAT: text or json)
+    configure(Settings().log_format, getattr(args, "log_level", "info"))
     if args.command == "serve":
         return _serve(args)
     if args.command == "dead-letters":

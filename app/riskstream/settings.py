@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     feed_length: int = Field(100_000, ge=100, description="Scores the feed keeps for pollers")
     stream_poll_s: float = Field(0.25, gt=0, description="How often /v1/stream looks for scores")
     stream_heartbeat_s: float = Field(15.0, gt=0, description="SSE comment when nothing happens")
+
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text or as one JSON object each (riskstream serve)"
+    )
 
     # Access control (issue 12; docs/auth.md).
     auth: bool = Field(True, description="Require API keys; off only for local experiments")

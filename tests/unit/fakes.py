@@ -58,8 +58,11 @@ class FakeStore:
         self.seen: dict[tuple[str, str], Score] = {}
         self.outbox: list[LoggedScore] = []
         self.interfere: list[str] = []  # entities another writer advances before our next commit
+        self.down: Unavailable | None = None  # raised by every load: Redis away
 
     async def load(self, keys: Sequence[tuple[str, str]]) -> list[Snapshot]:
+        if self.down is not None:
+            raise self.down
         return [Snapshot(self.states.get(e), self.seen.get((e, ev))) for e, ev in keys]
 
     async def commit(self, commits: Sequence[Commit]) -> list[bool]:
@@ -234,6 +237,10 @@ class FakeDrainStats:
         self.dead = 0
         self.waiting = 0
         self.emptied = 0
+        self.lags: list[float] = []
+
+    def sql_commit_lags(self, seconds: Sequence[float]) -> None:
+        self.lags += seconds
 
     def dead_lettered(self, count: int) -> None:
         self.dead += count

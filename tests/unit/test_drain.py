@@ -129,3 +129,16 @@ async def test_readiness_warns_of_dead_letters_a_stalled_drain_and_an_emptied_re
         w for w in await readiness.warnings(outbox, drainer, stall_s=30) if w["field"] == "redis"
     ]
     assert "2027-01-15T08:00:00Z" in emptied["message"]
+
+
+async def test_each_score_committed_to_sql_reports_its_lag_since_it_was_scored() -> None:
+    records = [logged(n) for n in range(4)]  # scored at 1e9 + n
+    outbox, log, stats = outbox_with(*records, Undecodable("bad JSON")), FakeLog(), FakeDrainStats()
+    log.refuse = {"s0002"}
+    assert await drain_once(outbox, log, limit=100, stats=stats, wall_clock=lambda: 1e9 + 10) == 5
+    assert sorted(stats.lags) == [7.0, 9.0, 10.0]  # not the refused one, nor the undecodable
+    log.down = True
+    outbox.add(logged(9))
+    with pytest.raises(Unavailable):
+        await drain_once(outbox, log, limit=100, stats=stats, wall_clock=lambda: 1e9 + 20)
+    assert len(stats.lags) == 3  # nothing committed, no lag

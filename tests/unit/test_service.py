@@ -10,6 +10,7 @@ from riskstream.core.engine import ScoringEngine
 from riskstream.core.errors import InvalidInput, OutOfOrder, Unavailable, UnknownEntity
 from riskstream.core.readiness import ReadinessProbe
 from riskstream.core.service import RiskService
+from riskstream.core.stats import EventOutcome
 
 from tests.unit.fakes import FakeLog, FakeModel, FakeOutbox, FakeStore, FakeViews
 
@@ -17,7 +18,17 @@ T0 = 1_800_000_000.0
 NOW = T0 + 86_400.0  # the engine's clock: the events below lie in its past
 
 
-def service(store: FakeStore | None = None, log: FakeLog | None = None) -> RiskService:
+class CountingStats:
+    def __init__(self) -> None:
+        self.counted: dict[str, int] = {}
+
+    def events(self, outcome: EventOutcome, count: int) -> None:
+        self.counted[outcome] = self.counted.get(outcome, 0) + count
+
+
+def service(
+    store: FakeStore | None = None, log: FakeLog | None = None, stats: CountingStats | None = None
+) -> RiskService:
     model, store, log = FakeModel(), store or FakeStore(), log or FakeLog()
     engine = ScoringEngine(model, store, log, clock=lambda: NOW)
     outbox = FakeOutbox(store)
@@ -28,6 +39,7 @@ def service(store: FakeStore | None = None, log: FakeLog | None = None) -> RiskS
         views=FakeViews(store),
         manifest=model.manifest,
         thresholds={},
+        stats=stats,
         readiness=ReadinessProbe(
             pings={"redis": lambda: store.ping(), "database": lambda: log.ping()},
             outbox=outbox,
@@ -62,6 +74,32 @@ async def test_scores_reads_and_forgets_through_the_ports() -> None:
         await risk.latest_risk("p1")
     with pytest.raises(UnknownEntity):
         await risk.forget("p1")
+
+
+async def test_each_event_is_counted_once_by_its_outcome() -> None:
+    stats, store = CountingStats(), FakeStore()
+    risk = service(store=store, stats=stats)
+    await risk.score_event(Event("p1", "e1", T0, {"a": 1.0}))
+    await risk.score_events(
+        [
+            Event("p1", "e1", T0, {"a": 1.0}),  # duplicate
+            Event("p1", "e0", T0 - 60, {}),  # late
+            Event("p1", "e2", T0 + 60, {"nope": 1.0}),  # invalid: no such feature
+            Event("p2", "e1", T0, {}),
+        ]
+    )
+    with pytest.raises(InvalidInput):
+        await risk.score_event(Event("p1", "e3", T0 + 60, {"a": float("nan")}))
+    risk.refused(2)  # items the web layer could not parse
+    risk.refused(0)
+    assert stats.counted == {"scored": 2, "duplicate": 1, "late": 1, "invalid": 4}
+
+    store.down = Unavailable("Redis is unreachable", field="redis")
+    with pytest.raises(Unavailable):
+        await risk.score_event(Event("p1", "e4", T0 + 120, {}))
+    with pytest.raises(Unavailable):
+        await risk.score_events([Event("p3", "e1", T0, {}), Event("p4", "e1", T0, {})])
+    assert stats.counted["unavailable"] == 3 and sum(stats.counted.values()) == 11
 
 
 def test_an_output_the_model_lacks_is_invalid_input() -> None:

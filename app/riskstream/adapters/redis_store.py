@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 import redis.asyncio as aioredis
@@ -206,9 +206,11 @@ class RedisStateStore:
         feed_length: int = 100_000,
         state_ttl_s: float | None = None,
         observe: Observe = ignore,
+        state_sizes: Callable[[Sequence[int]], None] | None = None,
     ) -> None:
         self._r = client
         self._ttl_ms = round(state_ttl_s * 1000) if state_ttl_s else 0
+        self._state_sizes = state_sizes
         self._outputs = tuple(outputs)
         self._feed_length = feed_length
         self.keys = ViewKeys(prefix)
@@ -267,12 +269,22 @@ class RedisStateStore:
             len(self._outputs),
             self._ttl_ms,
         ]
+        sizes: list[int] = []  # of each state hash as written
         for c in commits:
             state = c.state
             score = c.logged.score
             keys += self._keys(score.entity_id)
             latest = encode_score(score)
             feed_entry = orjson.dumps({"score": score_to_dict(score), "alerts": state.alerts})
+            fields = [  # the state hash, in the order of _FIELDS, but the blob
+                b"%d" % state.step,
+                repr(state.last_time).encode(),
+                state.model_key.encode(),
+                latest,
+                encode_score(state.previous) if state.previous is not None else b"",
+                orjson.dumps(state.alerts),
+            ]
+            blob = self._blob.encode(state.tensors)
             args.append(
                 _pack(
                     [
@@ -283,22 +295,20 @@ class RedisStateStore:
                         feed_entry,
                         score.entity_id.encode(),
                         *[repr(float(score.risk[o])).encode() for o in self._outputs],
-                        # the state hash, in the order of _FIELDS
-                        b"%d" % state.step,
-                        repr(state.last_time).encode(),
-                        state.model_key.encode(),
-                        latest,
-                        encode_score(state.previous) if state.previous is not None else b"",
-                        orjson.dumps(state.alerts),
+                        *fields,
                     ]
                 )
             )
-            args.append(self._blob.encode(state.tensors))
+            args.append(blob)
+            sizes.append(len(blob) + sum(map(len, fields)))
         async with redis_errors():
             started = time.perf_counter()
             replies = await self._commit(keys=keys, args=args)
             self._observe("commit", time.perf_counter() - started)
-        return [bool(r) for r in replies]
+        committed = [bool(r) for r in replies]
+        if self._state_sizes is not None:
+            self._state_sizes([size for size, ok in zip(sizes, committed) if ok])
+        return committed
 
     async def install(self, installs: Sequence[Install]) -> list[bool]:
         if not installs:

@@ -41,7 +41,7 @@ class DirectScorer:
         self._engine = engine
 
     async def score(self, events: Sequence[Event]) -> list[Result]:
-        self._engine.stats.batch(len(events), 0.0)
+        self._engine.stats.queue_wait(0.0)
         return await self._engine.score(events)
 
 
@@ -134,7 +134,7 @@ class MicroBatcher:
                 raise
             self._last_batch = size
             now = loop.time()
-            self._engine.stats.batch(size, max(now - t for t, _ in taken))
+            self._engine.stats.queue_wait(max(now - t for t, _ in taken))
             requests = [r for _, r in taken]
             entities = {e.entity_id for r in requests for e in r.events}
             self._busy |= entities

@@ -26,6 +26,11 @@ _ERROR_CHARS = 500
 
 
 class DrainStats(Protocol):
+    def sql_commit_lags(self, seconds: Sequence[float]) -> None:
+        """Per score just committed to the score log: seconds since it was scored (the event
+        accepted and its state committed), as the wall clock tells."""
+        ...
+
     def dead_lettered(self, count: int) -> None: ...
 
     def dead_letters_waiting(self, count: int) -> None: ...
@@ -34,6 +39,9 @@ class DrainStats(Protocol):
 
 
 class _NoStats:
+    def sql_commit_lags(self, seconds: Sequence[float]) -> None:
+        pass
+
     def dead_lettered(self, count: int) -> None:
         pass
 
@@ -79,13 +87,14 @@ async def drain_once(
     limit: int,
     block_ms: int = 0,
     stats: DrainStats = NO_STATS,
+    wall_clock: Callable[[], float] = time.time,
 ) -> int:
     """Claim up to ``limit`` entries and settle each: in the log, or in the dead letters.
     Returns how many were settled."""
     entries = await outbox.claim(limit, block_ms=block_ms)
     if not entries:
         return 0
-    readable = [(i, entry) for i, entry in entries if not isinstance(entry, Undecodable)]
+    readable = [(i, entry) for i, entry in entries if isinstance(entry, LoggedScore)]
     refused = dict(await _insert(scores, readable))
     letters: list[DeadLetter] = []  # in the outbox's order
     for entry_id, entry in entries:
@@ -94,7 +103,11 @@ async def drain_once(
         elif entry_id in refused:
             score = entry.score
             letters.append(DeadLetter(entry_id, refused[entry_id], score.entity_id, score.event_id))
-    await outbox.ack([entry_id for entry_id, _ in readable if entry_id not in refused])
+    logged = [(entry_id, entry) for entry_id, entry in readable if entry_id not in refused]
+    if logged:
+        now = wall_clock()  # the inserts' transactions have committed
+        stats.sql_commit_lags([max(0.0, now - entry.score.scored_at) for _, entry in logged])
+    await outbox.ack([entry_id for entry_id, _ in logged])
     if letters:
         await outbox.dead_letter(letters)
         stats.dead_lettered(len(letters))
@@ -187,6 +200,7 @@ class OutboxDrainer:
             limit=self._batch,
             block_ms=self._block_ms,
             stats=self._stats,
+            wall_clock=self._wall_clock,
         )
         # Nothing claimed is progress only if nothing waits: entries a failed round left pending
         # are not claimed again until they have been idle for a while.
@@ -222,7 +236,11 @@ class OutboxDrainer:
         if flush:  # what this process committed should reach SQL before it exits
             try:
                 while await drain_once(
-                    self._outbox, self._scores, limit=self._batch, stats=self._stats
+                    self._outbox,
+                    self._scores,
+                    limit=self._batch,
+                    stats=self._stats,
+                    wall_clock=self._wall_clock,
                 ):
                     pass
             except Unavailable as exc:

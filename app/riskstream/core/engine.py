@@ -372,7 +372,6 @@ class ScoringEngine:
         """The event's result if it needs no model step (a duplicate); else it joins ``planned``,
         or ``late`` when only the score log can tell a late duplicate from an out-of-order event."""
         if snapshot.seen is not None:
-            self.stats.duplicates(1)
             return Outcome(snapshot.seen, duplicate=True)
         prior = snapshot.state
         fresh = (
@@ -411,12 +410,10 @@ class ScoringEngine:
             elif isinstance(earlier, BaseException):  # a bug, not a fault of this event
                 raise earlier
             elif earlier is not None:
-                self.stats.duplicates(1)
                 results[i] = Outcome(earlier, duplicate=True)
             else:
                 prior = snapshots[i].state
                 assert prior is not None
-                self.stats.out_of_order(1)
                 results[i] = OutOfOrder(
                     f"event time {_iso(events[i].time)} is earlier than the entity's last event "
                     f"at {_iso(prior.last_time)}",

@@ -14,11 +14,18 @@ from riskstream.core.alerts import Threshold
 from riskstream.core.batcher import Scorer
 from riskstream.core.domain import Event, FeedPage, LoggedScore, Outcome, Score, Watched
 from riskstream.core.engine import Result
-from riskstream.core.errors import InvalidInput, RiskstreamError, UnknownEntity
+from riskstream.core.errors import (
+    InvalidInput,
+    OutOfOrder,
+    RiskstreamError,
+    Unavailable,
+    UnknownEntity,
+)
 from riskstream.core.manifest import Manifest
 from riskstream.core.ports import AuditLog, ScoreLog, StateStore, Views
 from riskstream.core.readiness import Readiness
 from riskstream.core.replay import Replayer, ReplayReport
+from riskstream.core.stats import OUTCOMES, EventOutcome, EventStats, NoStats
 
 
 class RiskService:
@@ -34,7 +41,9 @@ class RiskService:
         readiness: Callable[[], Awaitable[Readiness]],
         audit: AuditLog | None = None,
         replayer: Replayer | None = None,
+        stats: EventStats | None = None,
     ) -> None:
+        self._stats: EventStats = stats or NoStats()
         self._audit = audit
         self._replayer = replayer
         self._readiness = readiness
@@ -49,13 +58,35 @@ class RiskService:
 
     async def score_events(self, events: Sequence[Event]) -> list[Result]:
         """One result per event, in the order given: its score, or its own error."""
-        return await self._scorer.score(events)
+        try:
+            results = await self._scorer.score(events)
+        except Unavailable:
+            self._stats.events("unavailable", len(events))
+            raise
+        counts = dict.fromkeys(OUTCOMES, 0)
+        for result in results:
+            counts[outcome_of(result)] += 1
+        for outcome, count in counts.items():
+            if count:
+                self._stats.events(outcome, count)
+        return results
 
     async def score_event(self, event: Event) -> Outcome:
-        [result] = await self._scorer.score([event])
+        try:
+            [result] = await self._scorer.score([event])
+        except Unavailable:
+            self._stats.events("unavailable", 1)
+            raise
+        self._stats.events(outcome_of(result), 1)
         if isinstance(result, RiskstreamError):
             raise result
         return result
+
+    def refused(self, count: int) -> None:
+        """``count`` events were refused before they could be scored: their request items did
+        not validate (the web layer's parsing). Counted with the events the engine refuses."""
+        if count:
+            self._stats.events("invalid", count)
 
     async def forget(self, entity_id: str, *, key: str | None = None) -> None:
         """Forget the entity's state; first, the deletion is audited (key, entity, time): if
@@ -136,6 +167,16 @@ class RiskService:
 
     async def last_cursor(self) -> str | None:
         return await self._views.last_cursor()
+
+
+def outcome_of(result: Result) -> EventOutcome:
+    if isinstance(result, Outcome):
+        return "duplicate" if result.duplicate else "scored"
+    if isinstance(result, OutOfOrder):
+        return "late"
+    if isinstance(result, Unavailable):  # Contention too: a 503, try again later
+        return "unavailable"
+    return "invalid"
 
 
 def _aware(since: datetime | None) -> datetime | None:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+# What became of an event sent to be scored (``riskstream_events_total{outcome}``): scored (a
+# new step), a duplicate (answered with the first result), late (refused as earlier than the
+# entity's last event), invalid (refused input) or unavailable (Redis or the database down, or
+# the entity contended past the retries). Each event is counted once, under one of these.
+EventOutcome = Literal["scored", "duplicate", "late", "invalid", "unavailable"]
+OUTCOMES: tuple[EventOutcome, ...] = ("scored", "duplicate", "late", "invalid", "unavailable")
 
 
 class EngineStats(Protocol):
     def model_step(self, batch: int, seconds: float) -> None: ...
 
-    def batch(self, events: int, queue_wait_s: float) -> None: ...
+    def queue_wait(self, seconds: float) -> None: ...
 
     def cas_conflicts(self, count: int) -> None: ...
-
-    def duplicates(self, count: int) -> None: ...
-
-    def out_of_order(self, count: int) -> None: ...
 
     def rehydrated(self, entities: int, events: int) -> None:
         """States rebuilt from the event log before an event, and the model steps it took."""
@@ -25,20 +29,27 @@ class EngineStats(Protocol):
         ...
 
 
+class EventStats(Protocol):
+    def events(self, outcome: EventOutcome, count: int) -> None: ...
+
+
+class StateStats(Protocol):
+    def state_sizes(self, sizes: Sequence[int]) -> None:
+        """The bytes of each entity state committed (the stored record, tensors and all)."""
+        ...
+
+
 class NoStats:
     def model_step(self, batch: int, seconds: float) -> None:
         pass
 
-    def batch(self, events: int, queue_wait_s: float) -> None:
+    def queue_wait(self, seconds: float) -> None:
         pass
 
     def cas_conflicts(self, count: int) -> None:
         pass
 
-    def duplicates(self, count: int) -> None:
-        pass
-
-    def out_of_order(self, count: int) -> None:
+    def events(self, outcome: EventOutcome, count: int) -> None:
         pass
 
     def rehydrated(self, entities: int, events: int) -> None:

@@ -158,6 +158,7 @@ async def post_events(
     )
     # the request costs its number of events (invalid ones too: the limit is on work asked)
     await guard.charge(principal, len(results))
+    risk.refused(len(results) - len(valid))
     valid.sort(key=lambda pair: (pair[1].entity_id, pair[1].time, pair[0]))
     outcomes = await risk.score_events([event for _, event in valid])
     done: list[BulkScoredOut | BulkErrorOut | None] = list(results)

@@ -71,13 +71,14 @@ class SingleEventFastPath:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        risk: RiskService = services.risk
         try:
             event = EventIn.model_validate_json(body)
         except ValidationError:
+            risk.refused(1)  # the route answers 422 with FastAPI's phrasing of what is wrong
             await self.app(scope, _replay(body, receive), send)
             return
         scope["route"] = self.route
-        risk: RiskService = services.risk
         try:
             response = await score_one(risk, guard, principal, match["entity_id"], event)
         except RiskstreamError as exc:
