@@ -260,6 +260,7 @@ def settings_help(width: int | None = None) -> str:
             width,
             initial_indent=f"  {name.upper():<26}",
             subsequent_indent=" " * 28,
+            break_on_hyphens=False,  # "comma-separated" stays one word
         )
     return "\n".join(lines)
 
