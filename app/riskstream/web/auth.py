@@ -2,11 +2,12 @@
 route's scope), and is their key under its rate limit.
 
 One ``Guard`` per process, built in ``bootstrap``: it holds the ``Authenticator`` (verdicts
-cached in-process, ``riskstream.core.auth``) and the ``RedisRateLimiter`` (a token bucket per key in
-Redis, shared by every worker). Routes take it as a dependency per scope (``IngestKey``,
-``ReadKey``, ``AdminKey``); the single-event fast path, which bypasses FastAPI's dependencies,
-calls ``Guard.admit`` itself with the same arguments, so both answer the same. With ``AUTH``
-off nothing is checked and the principal is None.
+cached in-process, ``riskstream.core.auth``) and the rate limiter (``TokenLeases``: a token
+bucket per key in Redis, shared by every worker, its tokens leased to each worker in chunks).
+Routes take it as a dependency per scope (``IngestKey``, ``ReadKey``, ``AdminKey``); the
+single-event fast path, which bypasses FastAPI's dependencies, calls ``Guard.admit`` itself with
+the same arguments, so both answer the same. With ``AUTH`` off nothing is checked and the
+principal is None.
 """
 
 from __future__ import annotations
