@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     rate_limit_lease_s: float = Field(
         0.1,
         ge=0,
-        le=10,
+        le=3600,
         description="Each worker leases a key's tokens rate x this at a time (0: a call per take)",
     )
     sse_max_per_key: int = Field(
