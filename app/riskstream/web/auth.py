@@ -61,9 +61,10 @@ class Guard:
         return await self.authenticator.require(header, scope)
 
     async def charge(self, principal: Principal | None, events: int) -> None:
-        """Take ``events`` tokens from the key's bucket; 429 (``RateLimited``) when empty.
-        A request costing more than the burst passes when the bucket is full and leaves a debt
-        (``docs/auth.md``), so a full-size bulk request is always possible."""
+        """Take ``events`` tokens from the key's bucket (from this worker's lease of it when it
+        holds enough: no round trip); 429 (``RateLimited``) when empty. A request costing more
+        than the burst passes when the bucket is full and leaves a debt (``docs/auth.md``), so a
+        full-size bulk request is always possible."""
         if principal is None or events < 1:
             return
         await self._limiter.check(principal.name, cost=events, rate=self._rate, burst=self._burst)
