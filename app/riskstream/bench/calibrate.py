@@ -239,7 +239,7 @@ async def _cpu_per_call(
     return round(worker / (n * concurrency) * 1e6, 2), round(redis / (n * concurrency) * 1e6, 2)
 
 
-async def _rate_limit_cpu(
+async def rate_limit_cpu(
     redis_url: str, prefix: str, *, concurrencies: Sequence[int] = (1, 64), calls: int = 20_000
 ) -> dict[str, dict[str, float]]:
     """µs of CPU per request's rate-limit charge, never refused (as in the bench's own server:
@@ -270,11 +270,11 @@ async def _rate_limit_cpu(
 
 def rate_limit(settings: Settings) -> dict[str, dict[str, float]]:
     if settings.redis_url is not None:
-        return asyncio.run(_rate_limit_cpu(str(settings.redis_url), settings.key_prefix))
+        return asyncio.run(rate_limit_cpu(str(settings.redis_url), settings.key_prefix))
     embedded = EmbeddedRedis(settings.data_dir / "rate-limit-redis")
     url = embedded.start()
     try:
-        return asyncio.run(_rate_limit_cpu(url, settings.key_prefix))
+        return asyncio.run(rate_limit_cpu(url, settings.key_prefix))
     finally:
         embedded.stop()
 
