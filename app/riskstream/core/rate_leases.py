@@ -19,6 +19,12 @@ tests/integration/test_rate_limit.py):
 - a chunk under 2 tokens (a rate under ``2 / lease_s``) leases nothing: every take asks the
   bucket, exactly as without leases.
 
+Why ``N × chunk``: a lease only moves tokens from the bucket to a worker, a give-back moves them
+back (or drops them at the burst), and spending removes them. So what a window ``[t0, t1]``
+admits is at most the bucket at ``t0`` (≤ burst), plus the leases held at ``t0`` (≤ N × chunk),
+plus the refill ``rate × (t1 - t0)``; the exact bucket's bound is the same without the leases.
+And a refused take gave back its own worker's lease first, so only the others' can be missing.
+
 The takes one event-loop turn sends to the bucket go in one call, each decided in arrival order
 as if alone; a worker has at most one call per key in flight, and the takes that arrive
 meanwhile wait for its lease rather than lease another.
