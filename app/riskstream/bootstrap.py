@@ -35,6 +35,7 @@ from riskstream.core.auth import Authenticator
 from riskstream.core.batcher import DirectScorer, MicroBatcher, Scorer
 from riskstream.core.drain import OutboxDrainer
 from riskstream.core.engine import ScoringEngine
+from riskstream.core.rate_leases import TokenLeases
 from riskstream.core.readiness import ReadinessProbe
 from riskstream.core.replay import Replayer
 from riskstream.core.service import RiskService
@@ -184,11 +185,15 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 stall_s=settings.outbox_stall_s,
             ),
         )
+        leases = TokenLeases(
+            RedisRateLimiter(client, prefix=settings.key_prefix, observe=metrics.observe_redis),
+            lease_s=settings.rate_limit_lease_s,
+        )
         guard = Guard(
             Authenticator(SqlKeyStore(sql), cache_s=settings.auth_cache_s)
             if settings.auth
             else None,
-            RedisRateLimiter(client, prefix=settings.key_prefix, observe=metrics.observe_redis),
+            leases,
             rate=settings.rate_limit_events_s,
             burst=settings.rate_limit_burst,
             streams=StreamSlots(
@@ -200,6 +205,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         if guard.authenticator is not None:
             usage = asyncio.create_task(_flush_usage(guard.authenticator), name="key-usage")
             stack.push_async_callback(_stop_flushing, usage, guard.authenticator)
+        if guard.authenticator is not None and leases.lease_s > 0:
+            sweeping = asyncio.create_task(_sweep_leases(leases), name="rate-leases")
+            stack.push_async_callback(_stop_sweeping, sweeping, leases)
         log.info(
             "riskstream ready: model %s, redis %s, auth %s",
             model.manifest.key,
@@ -241,6 +249,25 @@ async def _stop_flushing(task: asyncio.Task[None], authenticator: Authenticator)
         await task
     with contextlib.suppress(Exception):
         await authenticator.flush_usage()  # the last few seconds' usage, at shutdown
+
+
+async def _sweep_leases(leases: TokenLeases) -> None:
+    """Give the shared buckets back what this worker leased and left unspent once the leases
+    expire, so no key's tokens stay stuck here (docs/auth.md)."""
+    while True:
+        await asyncio.sleep(max(leases.lease_s, 0.1))
+        try:
+            await leases.sweep()
+        except Exception as exc:
+            log.warning("could not give back leased rate-limit tokens: %s", type(exc).__name__)
+
+
+async def _stop_sweeping(task: asyncio.Task[None], leases: TokenLeases) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    with contextlib.suppress(Exception):
+        await leases.close()  # what other workers may spend once this one is gone
 
 
 # FastAPI's own OpenTelemetry hooks (newer releases) look up a tracer provider in the environment

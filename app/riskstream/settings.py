@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     )
     rate_limit_events_s: float = Field(1_000.0, gt=0, description="Per key: events per second")
     rate_limit_burst: int = Field(5_000, ge=1, description="Per key: events at once (bucket size)")
+    rate_limit_lease_s: float = Field(
+        0.1,
+        ge=0,
+        le=3600,
+        description="Each worker leases a key's tokens rate x this at a time (0: a call per take)",
+    )
     sse_max_per_key: int = Field(
         10, ge=1, description="Open /v1/stream connections per API key, per worker process"
     )

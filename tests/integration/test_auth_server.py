@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from riskstream.adapters.sql.tables import api_keys, deletions, events, scores
 from riskstream.core.keys import key_id_of
 from riskstream.settings import Settings
@@ -235,6 +236,55 @@ async def test_rate_limit_across_two_workers_refuses_exactly_the_excess(
         other = bearer(await make_key(sql_engine, "ingest"))
         bulk = await c.post("/v1/events", json=[item], headers=other)
         assert bulk.status_code == 200, bulk.text
+
+
+async def test_leases_across_two_workers_refuse_at_most_a_chunk_early_and_come_back_at_stop(
+    servers: list[ServerProcess],
+    settings: Settings,
+    sql_engine: AsyncEngine,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
+) -> None:
+    """Each worker leases up to min(burst, rate x RATE_LIMIT_LEASE_S) tokens (here 7) and
+    spends them locally: a worker may be refused while the other still holds up to a chunk,
+    never more; and no token is lost: a worker gives its lease back when it stops."""
+    burst, chunk = 20, 7
+    server = start(
+        servers,
+        settings,
+        tmp_path / "server.log",
+        workers=2,
+        RATE_LIMIT_BURST=str(burst),
+        RATE_LIMIT_EVENTS_S="0.002",  # a token in 500 s
+        RATE_LIMIT_LEASE_S="3500",  # chunk: 7 tokens, held until the server stops
+    )
+    light, heavy = [await make_key(sql_engine, "ingest") for _ in range(2)]
+
+    async def post(secret: str, i: int) -> int:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
+            entity = f"p-{uuid.uuid4().hex[:8]}-{i}"
+            answer = await c.post(
+                f"/v1/entities/{entity}/events", json=EVENT, headers=bearer(secret)
+            )
+            return answer.status_code
+
+    # 10 events take at least 2 leases of 1 + 7: some are still held when the server stops
+    assert await asyncio.gather(*(post(light, i) for i in range(10))) == [200] * 10
+    codes = await asyncio.gather(*(post(heavy, i) for i in range(30)))
+    allowed = codes.count(200)
+    assert codes.count(429) == 30 - allowed
+    assert burst - chunk <= allowed <= burst
+    server.stop()  # SIGTERM: each worker gives back what it leased and did not spend
+
+    async def tokens(secret: str) -> float:
+        async with sql_engine.connect() as db:
+            name = await db.scalar(
+                select(api_keys.c.name).where(api_keys.c.key_id == key_id_of(secret))
+            )
+        return float(await redis_client.hget(f"{settings.key_prefix}:rl:{name}", "tokens"))
+
+    assert 10 + await tokens(light) == pytest.approx(burst, abs=0.1)
+    assert allowed + await tokens(heavy) == pytest.approx(burst, abs=0.1)
 
 
 async def test_sse_caps_per_key_and_per_process(

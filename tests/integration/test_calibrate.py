@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from riskstream.bench.calibrate import components, model_steps
+from riskstream.bench.calibrate import components, model_steps, rate_limit_cpu
 from riskstream.settings import Settings
 
 
@@ -21,3 +21,17 @@ def test_engine_and_score_log_cpu_per_event(settings: Settings) -> None:
     assert all(ms > 0 for ms in engine.values())
     per_score = found["score_log_cpu_ms_per_score"]
     assert isinstance(per_score, float) and per_score > 0
+
+
+async def test_rate_limit_cpu_with_and_without_leases(redis_url: str, key_prefix: str) -> None:
+    found = await rate_limit_cpu(redis_url, key_prefix, concurrencies=(1, 8), calls=64)
+    assert set(found) == {"c1", "c8"}
+    for row in found.values():
+        assert set(row) == {
+            "noop_worker",
+            "lease_0_s_worker",
+            "lease_0_s_redis",
+            "lease_0.1_s_worker",
+            "lease_0.1_s_redis",
+        }
+        assert row["lease_0_s_worker"] > 0

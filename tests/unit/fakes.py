@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import math
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 import numpy as np
@@ -19,7 +21,7 @@ from riskstream.core.domain import (
 )
 from riskstream.core.errors import Unavailable
 from riskstream.core.manifest import Manifest
-from riskstream.core.ports import DeadLetter, Undecodable
+from riskstream.core.ports import BucketTake, DeadLetter, RateDecision, Undecodable
 
 
 def manifest(version: str = "1") -> Manifest:
@@ -282,3 +284,48 @@ class FakeViews:
 
     async def last_cursor(self) -> str | None:
         return f"{len(self.store.outbox) - 1}-0" if self.store.outbox else None
+
+
+class FakeBuckets:
+    """The TokenBuckets port in memory: the arithmetic of ``lua/token_buckets.lua`` on a fake
+    clock. A call lets ``turns()`` event-loop turns pass before it decides, as a round trip
+    would, so other takes arrive meanwhile; it fails while ``down``."""
+
+    def __init__(self, clock: Callable[[], float], turns: Callable[[], int] = lambda: 1) -> None:
+        self.clock = clock
+        self.turns = turns
+        self.buckets: dict[str, tuple[float, float]] = {}  # tokens, ts
+        self.calls = 0
+        self.down = False
+        self.gate: asyncio.Event | None = None
+        self.called = asyncio.Event()  # set by every call
+
+    def tokens(self, bucket: str, *, rate: float, burst: int) -> float:
+        tokens, ts = self.buckets.get(bucket, (burst, self.clock()))
+        return min(burst, tokens + max(0.0, self.clock() - ts) * rate)
+
+    async def take_many(
+        self, takes: Sequence[BucketTake], *, rate: float, burst: int
+    ) -> list[RateDecision]:
+        self.calls += 1
+        self.called.set()
+        for _ in range(self.turns()):
+            await asyncio.sleep(0)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.down:
+            raise Unavailable("Redis is unreachable", field="redis")
+        now = self.clock()
+        out = []
+        for take in takes:
+            tokens = min(burst, self.tokens(take.bucket, rate=rate, burst=burst) + take.give_back)
+            need = min(take.cost, burst)
+            if tokens >= need:
+                tokens -= take.cost
+                leased = min(take.lease, math.floor(tokens)) if tokens >= 1 else 0
+                tokens -= leased
+                out.append(RateDecision(True, 0.0, tokens, now, leased))
+            else:
+                out.append(RateDecision(False, (need - tokens) / rate, tokens, now))
+            self.buckets[take.bucket] = (tokens, now)
+        return out

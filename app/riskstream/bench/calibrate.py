@@ -7,13 +7,16 @@ requests/s of a FastAPI endpoint that does nothing (one uvicorn worker, the benc
 concurrency 64), onnxruntime steps/s of a model (one thread) at a few batch sizes, and where an
 event's CPU goes without HTTP: the engine (state load, model step, commit) per event at a few
 batch sizes, and the score log's append per score (Redis and SQL from ``REDIS_URL`` /
-``DATABASE_URL``, else the embedded defaults in a temporary folder).
+``DATABASE_URL``, else the embedded defaults in a temporary folder); and the rate limit's CPU
+per request (this process's, and Redis's from ``INFO cpu``), with tokens leased in chunks
+(``RATE_LIMIT_LEASE_S=0.1``, the default) and asking Redis on every event-loop turn (``0``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import random
 import subprocess
@@ -21,18 +24,22 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import httpx
 import numpy as np
+import redis.asyncio as aioredis
 from fastapi import FastAPI
 
+from riskstream.adapters.embedded_redis import EmbeddedRedis
 from riskstream.adapters.onnx_model import OnnxRiskModel
+from riskstream.adapters.rate_limit import RedisRateLimiter
 from riskstream.bench.client import RawConnection
 from riskstream.bench.server import cpu_seconds, delete_keys, free_port
 from riskstream.bootstrap import open_services
 from riskstream.core.domain import Event, LoggedScore, Outcome, Score
+from riskstream.core.rate_leases import TokenLeases
 from riskstream.services import Services
 from riskstream.settings import DEFAULT_MODEL_DIR, Settings
 
@@ -209,6 +216,69 @@ def components(
     return asyncio.run(measure())
 
 
+async def _redis_cpu(client: aioredis.Redis) -> float:
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def _cpu_per_call(
+    call: Callable[[], Awaitable[None]], client: aioredis.Redis, concurrency: int, calls: int
+) -> tuple[float, float]:
+    """µs of CPU per ``call`` (this process, Redis), ``concurrency`` at once."""
+
+    async def rounds(n: int) -> None:
+        for _ in range(n):
+            await asyncio.gather(*(call() for _ in range(concurrency)))
+
+    await rounds(20)  # warm-up: connections, the script cached
+    n = max(1, calls // concurrency)
+    redis_before, started = await _redis_cpu(client), time.process_time()
+    await rounds(n)
+    worker = time.process_time() - started
+    redis = await _redis_cpu(client) - redis_before
+    return round(worker / (n * concurrency) * 1e6, 2), round(redis / (n * concurrency) * 1e6, 2)
+
+
+async def rate_limit_cpu(
+    redis_url: str, prefix: str, *, concurrencies: Sequence[int] = (1, 64), calls: int = 20_000
+) -> dict[str, dict[str, float]]:
+    """µs of CPU per request's rate-limit charge, never refused (as in the bench's own server:
+    rate and burst 1e9): this process's and Redis's. At c=64 the 64 charges come in one turn
+    (without leases: one gathered call per turn); ``noop`` is the same loop charging nothing."""
+    client = aioredis.Redis.from_url(redis_url)
+    out: dict[str, dict[str, float]] = {}
+
+    async def noop() -> None:
+        pass
+
+    try:
+        for concurrency in concurrencies:
+            row: dict[str, float] = {}
+            row["noop_worker"], _ = await _cpu_per_call(noop, client, concurrency, calls)
+            for lease_s in (0.0, 0.1):
+                leases = TokenLeases(RedisRateLimiter(client, prefix=prefix), lease_s=lease_s)
+                charge = functools.partial(leases.check, "calibrate", cost=1, rate=1e9, burst=10**9)
+                worker, redis = await _cpu_per_call(charge, client, concurrency, calls)
+                await leases.close()
+                row[f"lease_{lease_s:g}_s_worker"] = worker
+                row[f"lease_{lease_s:g}_s_redis"] = redis
+            out[f"c{concurrency}"] = row
+    finally:
+        await client.aclose()
+    return out
+
+
+def rate_limit(settings: Settings) -> dict[str, dict[str, float]]:
+    if settings.redis_url is not None:
+        return asyncio.run(rate_limit_cpu(str(settings.redis_url), settings.key_prefix))
+    embedded = EmbeddedRedis(settings.data_dir / "rate-limit-redis")
+    url = embedded.start()
+    try:
+        return asyncio.run(rate_limit_cpu(url, settings.key_prefix))
+    finally:
+        embedded.stop()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m riskstream.bench.calibrate", description=__doc__)
     p.add_argument("--model", type=Path, action="append", help="model folder (repeatable)")
@@ -222,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 str(d): model_steps(d) for d in (args.model or [DEFAULT_MODEL_DIR])
             },
             "components": components(settings),
+            "rate_limit_cpu_us_per_request": rate_limit(settings),
         }
         if settings.redis_url:
             delete_keys(settings.redis_url, settings.key_prefix)

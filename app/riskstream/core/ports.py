@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -188,3 +189,42 @@ class KeyStore(Protocol):
         ...
 
     async def count(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BucketTake:
+    """One step on a key's token bucket: first give back ``give_back`` tokens this worker leased
+    and did not spend, then take ``cost`` (decided exactly as a take alone), then, if that was
+    allowed, lease up to ``lease`` more whole tokens of what is left (``core/rate_leases.py``).
+    A cost of 0 only gives back."""
+
+    bucket: str
+    cost: int
+    give_back: int = 0
+    lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    retry_after_s: float  # 0 when allowed; else until the bucket holds what was asked
+    remaining: float  # tokens left after this request (negative: a bulk request's debt)
+    server_time: float  # the bucket store's clock when it decided, epoch seconds
+    leased: int = 0  # tokens leased to the caller on top of the cost
+
+    @property
+    def retry_after(self) -> int:
+        """For the ``Retry-After`` header: whole seconds, at least 1."""
+        return max(1, math.ceil(self.retry_after_s))
+
+
+class TokenBuckets(Protocol):
+    """Per-key token buckets shared by every worker (Redis), refilled at ``rate`` per second up
+    to ``burst``."""
+
+    async def take_many(
+        self, takes: Sequence[BucketTake], *, rate: float, burst: int
+    ) -> list[RateDecision]:
+        """Decide ``takes`` in order, atomically, in one round trip (a bucket named twice sees
+        the first take); one decision per take."""
+        ...

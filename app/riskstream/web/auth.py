@@ -2,11 +2,12 @@
 route's scope), and is their key under its rate limit.
 
 One ``Guard`` per process, built in ``bootstrap``: it holds the ``Authenticator`` (verdicts
-cached in-process, ``riskstream.core.auth``) and the ``RedisRateLimiter`` (a token bucket per key in
-Redis, shared by every worker). Routes take it as a dependency per scope (``IngestKey``,
-``ReadKey``, ``AdminKey``); the single-event fast path, which bypasses FastAPI's dependencies,
-calls ``Guard.admit`` itself with the same arguments, so both answer the same. With ``AUTH``
-off nothing is checked and the principal is None.
+cached in-process, ``riskstream.core.auth``) and the rate limiter (``TokenLeases``: a token
+bucket per key in Redis, shared by every worker, its tokens leased to each worker in chunks).
+Routes take it as a dependency per scope (``IngestKey``, ``ReadKey``, ``AdminKey``); the
+single-event fast path, which bypasses FastAPI's dependencies, calls ``Guard.admit`` itself with
+the same arguments, so both answer the same. With ``AUTH`` off nothing is checked and the
+principal is None.
 """
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ class Guard:
         return await self.authenticator.require(header, scope)
 
     async def charge(self, principal: Principal | None, events: int) -> None:
-        """Take ``events`` tokens from the key's bucket; 429 (``RateLimited``) when empty.
-        A request costing more than the burst passes when the bucket is full and leaves a debt
-        (``docs/auth.md``), so a full-size bulk request is always possible."""
+        """Take ``events`` tokens from the key's bucket (from this worker's lease of it when it
+        holds enough: no round trip); 429 (``RateLimited``) when empty. A request costing more
+        than the burst passes when the bucket is full and leaves a debt (``docs/auth.md``), so a
+        full-size bulk request is always possible."""
         if principal is None or events < 1:
             return
         await self._limiter.check(principal.name, cost=events, rate=self._rate, burst=self._burst)
