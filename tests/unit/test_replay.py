@@ -124,3 +124,26 @@ async def test_a_horizon_replays_only_the_recent_events() -> None:
     [result] = (await bounded.rebuild(["p1"])).values()
     assert result.events == 3 and result.state.step == 6  # hours 3, 4, 5 of 0..5
     assert not np.array_equal(result.state.tensors["h"], store.states["p1"].tensors["h"])
+
+
+async def test_scores_logged_by_a_model_with_other_outputs_give_way_to_the_replayed_risk() -> None:
+    """An upgrade may rename or add outputs: the rebuilt state's latest score must carry this
+    model's outputs (its own risk at the last event), or no store could index it."""
+    from dataclasses import replace
+
+    engine, store, log, replayer = make()
+    await live(engine, store, log)
+    expected = {e: s.latest for e, s in store.states.items()}
+    for score_id, record in list(log.scores.items()):  # as if logged by an older model
+        old = replace(record.score, risk={"old_output": 0.5}, model_version="0.0.1")
+        log.scores[score_id] = replace(record, score=old)
+    rebuilt = await replayer.rebuild(["p1", "p2", "p3"])
+    assert set(rebuilt) == {"p1", "p2", "p3"}
+    for entity, result in rebuilt.items():
+        latest, live_latest = result.state.latest, expected[entity]
+        assert latest is not None and live_latest is not None
+        assert latest.risk == live_latest.risk  # the replayed model's risk, as live
+        assert latest.model_version == live_latest.model_version
+        assert latest.step == live_latest.step and result.state.previous is None
+    report = await replayer.replay(["p1", "p2", "p3"], store)
+    assert report.installed == 3

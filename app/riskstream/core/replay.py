@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -110,9 +110,8 @@ class Replayer:
         replayed = {entity: self._replayed(stay) for entity, stay in stays.items()}
         order = sorted((e for e in replayed if replayed[e]), key=lambda e: -len(replayed[e]))
         rebuilt = self._step_slots(order, replayed)
-        for entity, result in rebuilt.items():
-            rebuilt[entity] = self._finish(stays[entity], result)
-        return rebuilt
+        finished = {entity: self._finish(stays[entity], r) for entity, r in rebuilt.items()}
+        return {entity: r for entity, r in finished.items() if r is not None}
 
     def _replayed(self, stay: Sequence[LoggedScore]) -> Sequence[LoggedScore]:
         """The events to step: the whole stay, or its tail within the horizon."""
@@ -197,17 +196,37 @@ class Replayer:
                     take(slot)
         return out
 
-    def _finish(self, stay: Sequence[LoggedScore], partial: Rebuilt) -> Rebuilt:
+    def _finish(self, stay: Sequence[LoggedScore], partial: Rebuilt) -> Rebuilt | None:
         """Step count, scores, alerts and dedup history come from the log: they are what the
-        service answered."""
+        service answered. A score logged by a model with other outputs (an upgrade) cannot be
+        the state's latest: the replayed model's own risk at the last event stands in for it,
+        and such a previous score is left out. None if there is no such risk either (every
+        event of the stay refused by this model): nothing to install."""
         scores = [record.score for record in stay]
         alerts: dict[str, float] = {}
         for score in scores:
             alerts = next_alerts(alerts, score.risk, self._thresholds, score.event_time)
+        outputs = self.model.manifest.output_names
+
+        def ours(score: Score) -> bool:
+            return all(output in score.risk for output in outputs)
+
+        latest = scores[-1]
+        if not ours(latest):
+            if not partial.risk:
+                return None
+            manifest = self.model.manifest
+            latest = replace(
+                latest,
+                risk=dict(partial.risk),
+                model_name=manifest.name,
+                model_version=manifest.version,
+            )
+        previous = scores[-2] if len(scores) > 1 and ours(scores[-2]) else None
         state = partial.state
         state.step = scores[-1].step
-        state.latest = scores[-1]
-        state.previous = scores[-2] if len(scores) > 1 else None
+        state.latest = latest
+        state.previous = previous
         state.alerts = alerts
         if partial.events == 0:  # nothing stepped (all refused): a fresh state at the last time
             state.last_time = max(s.event_time for s in scores)
