@@ -35,6 +35,7 @@ from riskstream.core.auth import Authenticator
 from riskstream.core.batcher import DirectScorer, MicroBatcher, Scorer
 from riskstream.core.drain import OutboxDrainer
 from riskstream.core.engine import ScoringEngine
+from riskstream.core.explain import Explainer
 from riskstream.core.rate_leases import TokenLeases
 from riskstream.core.readiness import ReadinessProbe
 from riskstream.core.replay import Replayer
@@ -176,6 +177,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             thresholds=engine.thresholds,
             audit=score_log,
             replayer=replayer,
+            explainer=Explainer(model, score_log, replayer),
             stats=metrics,
             readiness=ReadinessProbe(
                 pings={"redis": store.ping, "database": score_log.ping},

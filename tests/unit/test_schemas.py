@@ -9,12 +9,14 @@ from pydantic import BaseModel
 from riskstream.core.alerts import Threshold
 from riskstream.core.domain import FeedEntry, FeedPage, Outcome, Score, Watched
 from riskstream.core.errors import InvalidInput
+from riskstream.core.explain import Explanation, InputEffect, OutputExplanation
 from riskstream.web.schemas import (
     BulkErrorOut,
     BulkOut,
     BulkScoredOut,
     ErrorBody,
     EventOut,
+    ExplanationOut,
     FeedEntryOut,
     FeedOut,
     HistoryScoreOut,
@@ -30,6 +32,15 @@ SCORE = Score(
 PREVIOUS = Score("cd" * 16, "p1", "e0", 2, T - 60, T - 59, "aki-lstm", "1.2.0", {"aki_48h": 0.125})
 WATCHED = Watched("p1", 3, T, SCORE, PREVIOUS, {"sepsis": T - 30})
 OUTPUTS = ("aki_48h", "sepsis")
+EXPLANATION = Explanation(
+    SCORE,
+    {
+        "aki_48h": OutputExplanation(0.25, 0.125, (InputEffect("Creatinine", 4.0, 0.1),)),
+        "sepsis": OutputExplanation(0.5, None, ()),
+    },
+    reproduced=True,
+    difference=0.0,
+)
 
 
 def built() -> list[BaseModel]:
@@ -48,6 +59,7 @@ def built() -> list[BaseModel]:
         BulkOut.of_results([scored, failed]),
         WatchlistOut.of("aki_48h", {"aki_48h": Threshold(0.5, 0.25)}, [WATCHED], OUTPUTS),
         FeedOut.of(FeedPage([FeedEntry("1-0", SCORE, {})], "2-0"), None),
+        ExplanationOut.of_explanation(EXPLANATION),
     ]
 
 

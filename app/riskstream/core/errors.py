@@ -107,3 +107,11 @@ class AlreadyExists(RiskstreamError):
 
     status = 409
     code = "already_exists"
+
+
+class ModelMismatch(RiskstreamError):
+    """A logged score made by another model version than this server runs: it cannot be
+    explained (recomputed) here."""
+
+    status = 409
+    code = "model_mismatch"

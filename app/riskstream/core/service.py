@@ -21,6 +21,7 @@ from riskstream.core.errors import (
     Unavailable,
     UnknownEntity,
 )
+from riskstream.core.explain import Explainer, Explanation
 from riskstream.core.manifest import Manifest
 from riskstream.core.ports import AuditLog, ScoreLog, StateStore, Views
 from riskstream.core.readiness import Readiness
@@ -42,7 +43,9 @@ class RiskService:
         audit: AuditLog | None = None,
         replayer: Replayer | None = None,
         stats: EventStats | None = None,
+        explainer: Explainer | None = None,
     ) -> None:
+        self._explainer = explainer
         self._stats: EventStats = stats or NoStats()
         self._audit = audit
         self._replayer = replayer
@@ -118,6 +121,13 @@ class RiskService:
         return await self._log.history_with_values(
             entity_id, since=_aware(since), after_step=after_step, limit=limit
         )
+
+    async def explain(self, entity_id: str, step: int) -> Explanation:
+        """Why the logged score at ``step`` moved: per output, its risk, the previous one and
+        the event's inputs ranked by their effect (``riskstream.core.explain``)."""
+        if self._explainer is None:
+            raise InvalidInput("this server has no event log to explain from", field="step")
+        return await self._explainer.explain(entity_id, step)
 
     # -- operations -----------------------------------------------------------------------
 

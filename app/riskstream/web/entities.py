@@ -9,7 +9,14 @@ from riskstream.web import openapi
 from riskstream.web.auth import READ, AdminKey
 from riskstream.web.deps import RiskDep
 from riskstream.web.responses import ModelJSON
-from riskstream.web.schemas import ForgottenOut, HistoryScoreOut, LatestRiskOut, ScorePage, instant
+from riskstream.web.schemas import (
+    ExplanationOut,
+    ForgottenOut,
+    HistoryScoreOut,
+    LatestRiskOut,
+    ScorePage,
+    instant,
+)
 
 router = APIRouter(prefix="/v1/entities", tags=["entities"])
 
@@ -66,6 +73,24 @@ async def get_scores(
             next_after_step=scores[-1].step if len(scores) == limit else None,
         )
     )
+
+
+@router.get(
+    "/{entity_id}/scores/{step}/explanation",
+    summary="Why the logged score at this step moved: per output, the risk, the previous risk "
+    "and the event's inputs ranked by their effect (each withheld in turn, replayed)",
+    response_model=ExplanationOut,
+    responses=openapi.errors(404, 409, 422, 503, example=openapi.EXPLANATION_OUT),
+    dependencies=[READ],
+)
+async def get_explanation(
+    entity_id: EntityId,
+    step: Annotated[
+        int, Path(ge=1, le=MAX_STEP, description="The step of the score, in the current stay")
+    ],
+    risk: RiskDep,
+) -> ModelJSON:
+    return ModelJSON(ExplanationOut.of_explanation(await risk.explain(entity_id, step)))
 
 
 @router.delete(

@@ -35,7 +35,8 @@ _DESCRIPTIONS = {
     304: "Not Modified: nothing changed since the ETag given in If-None-Match",
     404: "Unknown entity (`unknown_entity`); or an id no route can address (`not_found`)",
     409: "Event earlier than the entity's last (`out_of_order`); or the entity's stored record "
-    "cannot be read (`unreadable_record`)",
+    "cannot be read (`unreadable_record`); a score of another model version than this server's "
+    "(`model_mismatch`)",
     410: "The cursor is older than what the feed keeps (`cursor_expired`)",
     413: "Body over MAX_BODY_BYTES, or more events than MAX_BULK_EVENTS (`payload_too_large`)",
     415: "The body is not declared as JSON (`unsupported_media_type`)",
@@ -84,6 +85,22 @@ BULK_OUT = {
             },
         },
     ],
+}
+EXPLANATION_OUT = {
+    **_SCORE,
+    "step": 2,
+    "event_id": "e2",
+    "reproduced": True,
+    "outputs": {
+        "aki_48h": {
+            "risk": 0.18,
+            "previous": 0.06,
+            "inputs": [
+                {"feature": "Creatinine", "value": 4.0, "effect": 0.12},
+                {"feature": "HR", "value": 97.0, "effect": 0.001},
+            ],
+        }
+    },
 }
 _ALERT = {"since": "2026-11-25T08:00:00Z"}
 WATCHLIST_OUT = {

@@ -30,6 +30,7 @@ from pydantic import (
 from riskstream.core.alerts import Threshold
 from riskstream.core.domain import FeedEntry, FeedPage, Outcome, Score, Watched
 from riskstream.core.errors import InvalidInput, RiskstreamError
+from riskstream.core.explain import Explanation
 from riskstream.core.readiness import Readiness
 
 
@@ -333,6 +334,57 @@ class FeedOut(BaseModel):
         """``next_cursor``: past the last entry read, skipped ones too; else the one asked."""
         scores = [FeedEntryOut.of_entry(e) for e in page.entries]
         return _build(cls, {"scores": scores, "next_cursor": page.cursor or asked})
+
+
+class InputEffectOut(BaseModel):
+    feature: str = Field(description="The feature's name (GET /v1/model describes it)")
+    value: float = Field(description="Its value in the event, as logged")
+    effect: float = Field(
+        description="The risk with this input minus the risk with it withheld (as if not "
+        "measured): positive, it raised the risk"
+    )
+
+
+class OutputExplanationOut(BaseModel):
+    risk: float = Field(description="The risk logged for this event")
+    previous: float | None = Field(
+        description="The risk logged for the entity's previous event; null at its first"
+    )
+    inputs: list[InputEffectOut] = Field(
+        description="The event's inputs, by the magnitude of their effect, largest first"
+    )
+
+
+class ExplanationOut(ScoreOut):
+    reproduced: bool = Field(
+        description="The risk recomputed by replaying the stay equals the logged one (within "
+        "1e-5); false when the state before the event differs from the live one (earlier "
+        "events scored by another model version, a replay horizon)"
+    )
+    outputs: dict[str, OutputExplanationOut] = Field(description="Per model output")
+
+    @classmethod
+    def of_explanation(cls, e: Explanation) -> ExplanationOut:
+        fields = cls.fields_of(e.score)
+        fields["reproduced"] = e.reproduced
+        fields["outputs"] = {
+            name: _build(
+                OutputExplanationOut,
+                {
+                    "risk": out.risk,
+                    "previous": out.previous,
+                    "inputs": [
+                        _build(
+                            InputEffectOut,
+                            {"feature": i.feature, "value": i.value, "effect": i.effect},
+                        )
+                        for i in out.inputs
+                    ],
+                },
+            )
+            for name, out in e.outputs.items()
+        }
+        return _build(cls, fields)
 
 
 class ForgottenOut(BaseModel):

@@ -24,6 +24,7 @@
     lastFetch: 0,
     entity: null, // {id, scores: [], sel: index, following: bool}
     historyTimer: null,
+    explainTimer: null,
     features: {},
     flash: new Set(),
     newestEvent: 0,
@@ -138,6 +139,26 @@
     return String(Number(v.toPrecision(4)));
   }
 
+  // A feature as a clinician reads it: the manifest's description (its code as a hint), its unit,
+  // and a coded value in words where the description spells the code out ("Female (0) or male (1)").
+  function featureLabel(name) {
+    const f = state.features[name] || {};
+    return f.description || name;
+  }
+
+  function featureValue(name, v) {
+    if (v === null || v === undefined) return "—";
+    const f = state.features[name] || {};
+    const coded = /^(.+?) \(0\) or (.+?) \(1\)$/.exec(f.description || "");
+    if (coded && (v === 0 || v === 1)) {
+      const word = coded[v === 0 ? 1 : 2].trim();
+      return word[0].toUpperCase() + word.slice(1);
+    }
+    return fmtValue(v);
+  }
+
+  const featureUnit = (name) => (state.features[name]?.unit || "").replace(/^deg C$/, "°C");
+
   function announce(text) { $("announce").textContent = text; }
 
   function setConn(kind, text) {
@@ -232,7 +253,8 @@
     return el("td", { class: `num trend ${dir}`, title: `${words} since the previous score` },
       el("span", { "aria-hidden": "true", class: "arrow" }, arrow), " ",
       el("span", { class: "visually-hidden" }, `${words}: `),
-      Math.abs(pp) < 0.05 ? "0.0" : `${pp > 0 ? "+" : "−"}${Math.abs(pp).toFixed(1)}`);
+      Math.abs(pp) < 0.05 ? "0.0" : `${pp > 0 ? "+" : "−"}${Math.abs(pp).toFixed(1)}`,
+      el("span", { class: "unit" }, " pts"));
   }
 
   function riskCell(p, output) {
@@ -281,7 +303,9 @@
     }
     body.replaceChildren(frag);
     state.flash.clear();
-    $("wl-count").textContent = String(state.rows.length);
+    $("wl-count").textContent = state.rows.length >= LIMIT
+      ? `the ${LIMIT} highest shown (the list's limit; there may be more)`
+      : `${state.rows.length} ${state.rows.length === 1 ? "entity" : "entities"}`;
     $("wl-alerts").textContent = String(alerts);
     $("wl-empty").hidden = state.rows.length > 0;
     $("wl-output").textContent = describeOutput(o);
@@ -298,6 +322,22 @@
     const pretty = name.replace(/_(\d+)h$/, "").replace(/_/g, " ");
     const label = pretty.length <= 4 ? pretty.toUpperCase() : pretty[0].toUpperCase() + pretty.slice(1);
     return short ? label : `${label}${out.horizon_hours ? ` (${out.horizon_hours} h)` : ""} risk`;
+  }
+
+  // The model(s) serving, each with its role: today the active one only. A candidate in shadow
+  // (scored alongside, answering nothing) would be another entry here, e.g. from a `candidate`
+  // field of GET /v1/model.
+  function renderModel() {
+    const m = state.model || {};
+    const models = [];
+    if (m.name) models.push({ role: "active", label: "active", name: m.name, version: m.version });
+    if (m.candidate?.name) {
+      models.push({ role: "candidate", label: "candidate in shadow", name: m.candidate.name, version: m.candidate.version });
+    }
+    $("model").replaceChildren(...models.map((x) => el("span", {
+      class: `model-entry model-${x.role}`, "data-role": x.role,
+      title: `${x.label}: ${x.name} version ${x.version}`,
+    }, "model ", el("strong", {}, `${x.name} ${x.version}`), " ", el("span", { class: "model-state" }, x.label))));
   }
 
   // ---------- live updates ----------
@@ -398,6 +438,7 @@
     $("detail-meta").textContent = "loading…";
     $("charts").replaceChildren();
     $("event").hidden = true;
+    $("explain").hidden = true;
     await loadHistory();
     announce(`${id} opened: ${state.entity?.scores.length ?? 0} scores`);
   }
@@ -580,7 +621,7 @@
   function renderValues() {
     const ent = state.entity;
     const box = $("event");
-    if (!ent || ent.sel < 0 || !ent.scores.length) { box.hidden = true; return; }
+    if (!ent || ent.sel < 0 || !ent.scores.length) { box.hidden = true; $("explain").hidden = true; return; }
     const s = ent.scores[ent.sel];
     box.hidden = false;
     const risks = state.outputs.map((o) => `${describeOutput(o, true)} ${pct(s.risk?.[o])}`).join(" · ");
@@ -600,15 +641,101 @@
         const measured = v !== null && v !== undefined;
         if (!measured && !showMissing) continue;
         shown += 1;
-        const f = state.features[name] || {};
-        frag.append(el("tr", { class: measured ? "" : "missing" },
-          el("th", { scope: "row", title: f.description || "" }, name,
-            f.description ? el("span", { class: "desc" }, f.description) : null),
-          el("td", { class: "num" }, measured ? fmtValue(v) : "not measured"),
-          el("td", { class: "unit" }, f.unit || "")));
+        frag.append(el("tr", { class: measured ? "" : "missing", "data-feature": name },
+          el("th", { scope: "row", title: `${featureLabel(name)} (${name})` }, featureLabel(name),
+            featureLabel(name) === name ? null : el("span", { class: "code" }, ` ${name}`)),
+          el("td", { class: "num" }, measured ? featureValue(name, v) : "not measured"),
+          el("td", { class: "unit" }, featureUnit(name))));
       }
       if (!shown) frag.append(el("tr", {}, el("td", { colspan: "3", class: "empty" }, "Nothing was measured at this event.")));
     }
+    body.replaceChildren(frag);
+    scheduleExplanation();
+  }
+
+  // ---------- why did the risk move? (GET …/scores/{step}/explanation) ----------
+  // Fetched for the selected event once the selection rests (stepping with the arrow keys asks
+  // for the last one only), kept per event; an answer for an event no longer selected is dropped.
+  const EXPLAIN_TOP = 6;
+
+  function scheduleExplanation() {
+    clearTimeout(state.explainTimer);
+    const ent = state.entity;
+    const s = ent?.scores[ent.sel];
+    if (!s) return;
+    const key = `${s.step}@${s.time}`;
+    const known = ent.explanations?.get(key);
+    if (known) { renderExplanation(s, known); return; }
+    renderExplanation(s, { loading: true });
+    state.explainTimer = setTimeout(() => loadExplanation(ent, s, key), 200);
+  }
+
+  async function loadExplanation(ent, s, key) {
+    let result;
+    try {
+      const r = await getJSON(`v1/entities/${encodeURIComponent(ent.id)}/scores/${s.step}/explanation`);
+      result = { body: r.body };
+    } catch (err) {
+      if (err instanceof AuthError) return;
+      result = { error: err.message };
+    }
+    ent.explanations = ent.explanations || new Map();
+    if (result.body && result.body.event_id === s.event_id) ent.explanations.set(key, result);
+    else if (result.body) result = { error: "this event is not in the entity's current stay" };
+    if (state.entity === ent && ent.scores[ent.sel] === s) renderExplanation(s, result);
+  }
+
+  function points(delta) {
+    const pp = delta * 100;
+    if (Math.abs(pp) < 0.05) return "±0.0 pts";
+    return `${pp > 0 ? "+" : "−"}${Math.abs(pp).toFixed(1)} pts`;
+  }
+
+  function renderExplanation(s, result) {
+    const box = $("explain");
+    box.hidden = false;
+    $("explain-title").textContent = `Why did the risk move at step ${s.step}?`;
+    const body = $("explain-body");
+    body.dataset.step = String(s.step);
+    body.dataset.state = result.loading ? "loading" : result.error ? "error" : "ready";
+    if (result.loading) { body.replaceChildren(el("p", { class: "empty" }, "working it out…")); return; }
+    if (result.error) {
+      body.replaceChildren(el("p", { class: "empty" }, `No explanation for this event: ${result.error}`));
+      return;
+    }
+    const e = result.body;
+    const frag = document.createDocumentFragment();
+    for (const o of state.outputs) {
+      const out = e.outputs?.[o];
+      if (!out) continue;
+      const moved = out.previous === null || out.previous === undefined
+        ? "first score"
+        : `${pct(out.previous)} → ${pct(out.risk)} (${points(out.risk - out.previous)})`;
+      const list = el("ol", { class: "effects" });
+      const top = out.inputs.slice(0, EXPLAIN_TOP);
+      const scale = Math.max(1e-9, ...top.map((i) => Math.abs(i.effect)));
+      for (const i of top) {
+        const dir = i.effect >= 0.0005 ? "up" : i.effect <= -0.0005 ? "down" : "flat";
+        const unit = featureUnit(i.feature);
+        list.append(el("li", { class: `effect ${dir}`, "data-feature": i.feature },
+          el("span", { class: "effect-name", title: i.feature }, featureLabel(i.feature)),
+          el("span", { class: "effect-value" }, `${featureValue(i.feature, i.value)}${unit ? ` ${unit}` : ""}`),
+          el("span", { class: "effect-bar", "aria-hidden": "true" },
+            el("span", { style: `width:${Math.round((Math.abs(i.effect) / scale) * 100)}%` })),
+          el("span", { class: "effect-points", title: "the risk with this value minus the risk had it not been measured" },
+            points(i.effect))));
+      }
+      if (!top.length) list.append(el("li", { class: "empty" }, "Nothing was measured at this event."));
+      const more = out.inputs.length - top.length;
+      frag.append(el("section", { class: "why", "data-output": o },
+        el("h4", {}, `${describeOutput(o)}: `, el("span", { class: "moved" }, moved)),
+        list,
+        more > 0 ? el("p", { class: "hint" }, `and ${more} more with smaller effects`) : null));
+    }
+    if (!e.reproduced) {
+      frag.append(el("p", { class: "hint warn" }, "Replaying the stay did not give the logged risk exactly (earlier events scored by another model version?): the effects are approximate."));
+    }
+    frag.append(el("p", { class: "hint" }, "Effect: how much the risk moved because of this value, against the same event with it not measured."));
     body.replaceChildren(frag);
   }
 
@@ -648,6 +775,7 @@
     clearInterval(state.pollTimer);
     clearTimeout(state.refreshTimer);
     clearTimeout(state.historyTimer);
+    clearTimeout(state.explainTimer);
     state.pollTimer = state.refreshTimer = null;
   }
 
@@ -660,6 +788,7 @@
     $("watchlist-body").replaceChildren();
     $("charts").replaceChildren();
     $("event").hidden = true;
+    $("explain").hidden = true;
     $("detail-title").textContent = "Select an entity";
     document.body.classList.add("signed-out");
     $("signin").hidden = false;
@@ -724,7 +853,7 @@
     state.output = state.outputs.includes(wanted.output) ? wanted.output : state.outputs[0];
     const sel = $("output");
     sel.replaceChildren(...state.outputs.map((o) => el("option", { value: o, selected: o === state.output }, describeOutput(o))));
-    if (state.model.name) $("model").textContent = `${state.model.name} ${state.model.version}`;
+    renderModel();
     await refreshWatchlist();
     if (!state.signedIn) return;
     connectStream();
