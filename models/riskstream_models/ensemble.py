@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import warnings
 from pathlib import Path
@@ -35,7 +36,7 @@ from sklearn.metrics import average_precision_score
 from .baselines import fit_lgb
 from .data import load_events
 from .evaluate import evaluate
-from .export import OPSET, SAMPLE, manifest, onnx_rollout
+from .export import OPSET, SAMPLE, knots_doc, manifest, onnx_rollout
 from .model import RiskModel, calibrate
 from .train import Prepared, isotonic_knots, load_checkpoint, logits_for
 
@@ -108,7 +109,33 @@ def to_onnx(module: nn.Module, args, inputs, outputs, dynamic) -> onnx.ModelProt
     return onnx.load(str(path))
 
 
-def build_graph(model: RiskModel, trees: list, blend: Blend) -> onnx.ModelProto:
+def trees_from_artifact(path: str | Path) -> onnx.ModelProto:
+    """The trees of an ensemble artifact as their own graph: `d` -> `t{k}_probabilities`.
+
+    `adapt` rebuilds an ensemble step around them (new network weights, blend and calibration)
+    without the LightGBM boosters, which the artifact does not carry."""
+    g = onnx.load(str(path))
+    qs = sorted(
+        {o for n in g.graph.node for o in n.output if re.fullmatch(r"t\d+_probabilities", o)}
+    )
+    if not qs:
+        raise ValueError(f"{path}: no trees (t<k>_probabilities) in this graph")
+    return onnx.utils.Extractor(g).extract_model(["d"], qs)
+
+
+def tree_probabilities(trees: list | onnx.ModelProto, d: np.ndarray) -> list[np.ndarray]:
+    """Per output the trees' probability of class 1 for derived features d (rows, D)."""
+    if isinstance(trees, onnx.ModelProto):
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(trees.SerializeToString(), providers=["CPUExecutionProvider"])
+        return [q[:, 1] for q in sess.run(None, {"d": d.astype(np.float32)})]
+    return [t.predict(d) for t in trees]
+
+
+def build_graph(model: RiskModel, trees: list | onnx.ModelProto, blend: Blend) -> onnx.ModelProto:
+    """The one ONNX step; trees are LightGBM boosters (one per output) or, from
+    `trees_from_artifact`, an already converted tree graph."""
     cfg = model.cfg
     names, K, D = cfg.state_names(), len(cfg.outputs), cfg.derived_size
     nxt = [f"{n}_next" for n in names]
@@ -124,6 +151,12 @@ def build_graph(model: RiskModel, trees: list, blend: Blend) -> onnx.ModelProto:
         dyn,
     )
     qs = [f"t{k}_probabilities" for k in range(K)]
+    if isinstance(trees, onnx.ModelProto):
+        t = onnx.ModelProto()
+        t.CopyFrom(trees)
+        t.ir_version = g.ir_version
+        g = compose.merge_models(g, t, io_map=[("d", "d")], outputs=["z", *nxt, *qs])
+        trees = []
     for k, booster in enumerate(trees):
         t = convert_lightgbm(
             booster,
@@ -176,7 +209,7 @@ def parity(model, trees, blend, path: Path, ev, n: int = 16) -> float:
     d, _ = model.memory.sequence(x, dt)
     z, _ = model.network(d, model.zero_states(len(idx))[: len(model.cfg.state_names()) - 1], True)
     flat = d.reshape(-1, d.shape[-1]).numpy()
-    q = [torch.tensor(np.stack([1 - p, p], 1)) for p in (t.predict(flat) for t in trees)]
+    q = [torch.tensor(np.stack([1 - p, p], 1)) for p in tree_probabilities(trees, flat)]
     ref = blend(z.reshape(-1, z.shape[-1]), *q).reshape(*z.shape).numpy()
     import onnxruntime as ort
 
@@ -188,7 +221,8 @@ def parity(model, trees, blend, path: Path, ev, n: int = 16) -> float:
 
 
 def run(checkpoint: str, out: str, name: str, version: str) -> dict:
-    torch.set_num_threads(2)
+    threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
+    torch.set_num_threads(threads)
     model, ck = load_checkpoint(checkpoint)
     prep = Prepared(ck["cfg"], model)
     sp = prep.split
@@ -201,7 +235,7 @@ def run(checkpoint: str, out: str, name: str, version: str) -> dict:
         a, b = tr[m[tr]], va[m[va]]
         saved = Path(checkpoint).parent / f"trees-{k}.txt"  # reuse trees fitted for this checkpoint
         if not saved.exists():
-            booster = fit_lgb(prep.d[a], y[a], prep.d[b], y[b])
+            booster = fit_lgb(prep.d[a], y[a], prep.d[b], y[b], threads=threads)
             booster.save_model(str(saved), num_iteration=booster.best_iteration)
         booster = float32_thresholds(lgb.Booster(model_file=str(saved)))
         print(f"output {k}: {booster.best_iteration} trees")
@@ -226,28 +260,54 @@ def run(checkpoint: str, out: str, name: str, version: str) -> dict:
         xk.append(xs)
         yk.append(ys)
     blend = Blend(np.array(w), np.stack(xk), np.stack(yk)).eval()
-    outdir = Path(out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    path = outdir / "model.onnx"
-    onnx.save(build_graph(model, trees, blend), str(path))
-    diff = parity(model, trees, blend, path, load_events(SAMPLE))
-    print(f"parity max abs diff {diff:.2e}")
-    if not diff <= 1e-5:
-        raise RuntimeError(f"export parity failed: {diff:.3g}")
-    man = manifest(model, name, version, path, ck["training_data"], {})
-    man["onnx"]["parity_max_abs_diff"] = diff
-    man["cell"]["ensemble"] = {
+    ens = {
         "trees": "LightGBM over the derived memory features, one per output",
         "n_trees": [t.best_iteration for t in trees],
-        "blend_weight_recurrent": [float(v) for v in w],
     }
-    (outdir / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
+    man = write_artifact(
+        model, trees, blend, out, name, version, ck["training_data"], load_events(SAMPLE), ens
+    )
+    outdir = Path(out)
     d = ck["cfg"]["data"]
     res = evaluate(outdir, d["path"], split="test", seed=d["split_seed"])
     man["evaluation"] = {"split": f"test (seed {d['split_seed']})", **res}
     (outdir / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
     print(json.dumps(res, indent=2))
     return res
+
+
+def write_artifact(
+    model: RiskModel,
+    trees: list | onnx.ModelProto,
+    blend: Blend,
+    out: str | Path,
+    name: str,
+    version: str,
+    training: dict,
+    check,
+    ensemble: dict,
+) -> dict:
+    """Write model.onnx + manifest.json of an ensemble step after the parity check on `check`
+    (an EventTable); the manifest's cell carries what `adapt` needs to rebuild it."""
+    outdir = Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    path = outdir / "model.onnx"
+    onnx.save(build_graph(model, trees, blend), str(path))
+    diff = parity(model, trees, blend, path, check)
+    print(f"parity max abs diff {diff:.2e}")
+    if not diff <= 1e-5:
+        raise RuntimeError(f"export parity failed: {diff:.3g}")
+    man = manifest(model, name, version, path, training, {})
+    man["onnx"]["parity_max_abs_diff"] = diff
+    man["cell"]["config"]["calibration_knots"] = knots_doc(
+        model.cfg.outputs, blend.xk.numpy(), blend.yk.numpy()
+    )
+    man["cell"]["ensemble"] = {
+        **ensemble,
+        "blend_weight_recurrent": [round(float(v), 6) for v in blend.w.numpy()],
+    }
+    (outdir / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
+    return man
 
 
 def main(argv=None) -> None:

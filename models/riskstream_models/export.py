@@ -128,6 +128,9 @@ def manifest(
         for f in cfg.features
     ]
     outs = [o for o in OUTPUTS if o["name"] in cfg.outputs]
+    rebuild = {k: v for k, v in cfg.to_dict().items() if k != "features"}
+    if cfg.calibration == "isotonic":
+        rebuild["calibration_knots"] = knots_doc(cfg.outputs, model.calib_x, model.calib_y)
     return {
         "format": "riskstream-model/1",
         "name": name,
@@ -145,6 +148,8 @@ def manifest(
             "key_labs": cfg.key_labs if cfg.memory else [],
             "calibration": cfg.calibration,
             "networks_averaged": getattr(model, "n", 1),
+            # what `adapt` needs to rebuild the step from this artifact (weights: model.onnx)
+            **({"config": rebuild} if getattr(model, "n", 1) == 1 else {}),
         },
         "onnx": {
             "file": "model.onnx",
@@ -157,6 +162,30 @@ def manifest(
         "evaluation": evaluation,
         "created": dt_.datetime.now(dt_.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+def knots_doc(outputs: list[str], xk, yk) -> dict:
+    """Per output the calibration knots (logit -> risk), without the padding that repeats the
+    last knot; float32 values written exactly (`knots_from_doc` pads them back)."""
+    out = {}
+    for k, name in enumerate(outputs):
+        x = np.asarray(xk[k], np.float32)
+        y = np.asarray(yk[k], np.float32)
+        n = len(x)
+        while n > 1 and x[n - 1] == x[n - 2] and y[n - 1] == y[n - 2]:
+            n -= 1
+        out[name] = {"logit": [float(v) for v in x[:n]], "risk": [float(v) for v in y[:n]]}
+    return out
+
+
+def knots_from_doc(doc: dict, outputs: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(K, n) knot arrays from `knots_doc`, padded by repeating the last knot."""
+    xs, ys = [], []
+    for name in outputs:
+        x, y = np.asarray(doc[name]["logit"], np.float32), np.asarray(doc[name]["risk"], np.float32)
+        xs.append(np.r_[x, np.full(n - len(x), x[-1], np.float32)])
+        ys.append(np.r_[y, np.full(n - len(y), y[-1], np.float32)])
+    return np.stack(xs), np.stack(ys)
 
 
 def export(
