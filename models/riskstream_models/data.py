@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 SETA = "/work/shared/data/physionet2019/setA.parquet"
+# 200 set-A patients shipped for tests, demos and the export parity check
+SAMPLE = str(Path(__file__).resolve().parents[1] / "data" / "physionet2019-sample.parquet")
 
 # the 40 PhysioNet 2019 variables: name, unit, description (from the challenge documentation)
 PHYSIONET_FEATURES = [

@@ -2,6 +2,7 @@
 
     python -m riskstream_models.ensemble --checkpoint runs/aki-lstm/model.pt \
         --out models/aki-lstm-gbm/1.0.0 --name aki-lstm-gbm --version 1.0.0
+    python -m riskstream_models.ensemble --config models/configs/aki-lstm-gbm.json  # + training
 
 One LightGBM per output is trained on the model's derived features d (the memory-derived
 features the recurrent layers see, computed by the same graph). The exported step is
@@ -34,11 +35,12 @@ from onnxmltools.convert.common.data_types import FloatTensorType
 from sklearn.metrics import average_precision_score
 
 from .baselines import fit_lgb
-from .data import load_events
+from .checkpoint import load_checkpoint
+from .data import SAMPLE, load_events
 from .evaluate import evaluate
-from .export import OPSET, SAMPLE, knots_doc, manifest, onnx_rollout
+from .export import OPSET, knots_doc, manifest, onnx_rollout
 from .model import RiskModel, calibrate
-from .train import Prepared, isotonic_knots, load_checkpoint, logits_for
+from .train import Prepared, isotonic_knots, logits_for
 
 
 def float32_thresholds(booster: lgb.Booster) -> lgb.Booster:
@@ -314,12 +316,35 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--name", default="aki-lstm-gbm")
-    ap.add_argument("--version", default="1.0.0")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a trained network (model.pt)")
+    src.add_argument(
+        "--config",
+        help="train the network first (train.py's config; its export section names the "
+        "artifact), then fit the trees and export both: the whole recipe in one command",
+    )
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    ap.add_argument("--out", help="artifact folder (default: the config's export.dir)")
+    ap.add_argument("--name", default=None)
+    ap.add_argument("--version", default=None)
     args = ap.parse_args(argv)
-    run(args.checkpoint, args.out, args.name, args.version)
+    checkpoint, e = args.checkpoint, {}
+    if args.config:
+        from .train import load_config
+        from .train import run as train
+
+        cfg = load_config(args.config, args.set)
+        e = cfg["export"] or {}
+        cfg["export"] = None  # the network alone is not exported
+        train(cfg)
+        checkpoint = str(Path(cfg["out"]) / "model.pt")
+        for old in Path(cfg["out"]).glob("trees-*.txt"):  # fitted for an earlier checkpoint
+            old.unlink()
+    out = args.out or e.get("dir")
+    if not out:
+        ap.error("--out is required (or an export.dir in the config)")
+    name = args.name or e.get("name", "aki-lstm-gbm")
+    run(checkpoint, out, name, args.version or e.get("version", "1.0.0"))
 
 
 if __name__ == "__main__":

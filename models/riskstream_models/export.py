@@ -1,8 +1,8 @@
 """Export one step of a RiskModel to ONNX + manifest.json, per docs/model-contract.md.
 
 python -m riskstream_models.export --tiny tests/fixtures/models/tiny/0.1.0
-python -m riskstream_models.export --checkpoint runs/aki-lstm/model.pt \
-    --out models/aki-lstm/1.0.0
+
+(A trained checkpoint is exported by `train` itself, or `python -m riskstream_models.checkpoint`.)
 """
 
 from __future__ import annotations
@@ -21,12 +21,19 @@ import onnxruntime as ort
 import torch
 import torch.nn as nn
 
-from .data import OUTPUTS, PHYSIONET_FEATURES, PLAUSIBLE_RANGES, EventTable, load_events
+from .data import (
+    OUTPUTS,
+    PHYSIONET_FEATURES,
+    PLAUSIBLE_RANGES,
+    SAMPLE,
+    EventTable,
+    load_events,
+)
 from .dataset import fit_normalisation, length_batches, padded
 from .model import ModelConfig, RiskModel
 
 OPSET = 17
-SAMPLE = str(Path(__file__).resolve().parents[1] / "data" / "physionet2019-sample.parquet")
+__all__ = ["SAMPLE", "export", "export_onnx", "knots_doc", "knots_from_doc", "manifest", "tiny"]
 
 
 class Step(nn.Module):
@@ -240,19 +247,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--tiny", metavar="OUT", help="write the untrained tiny fixture to OUT")
-    ap.add_argument("--checkpoint", help="a model.pt written by train.py")
-    ap.add_argument("--out", help="artifact folder models/<name>/<version>")
-    ap.add_argument("--name", default="aki-lstm")
-    ap.add_argument("--version", default="1.0.0")
+    ap.add_argument("--tiny", metavar="OUT", required=True, help="write the tiny fixture to OUT")
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    if args.tiny:
-        tiny(args.tiny)
-        return
-    from .train import export_checkpoint
-
-    export_checkpoint(args.checkpoint, args.out, args.name, args.version)
+    tiny(args.tiny)
 
 
 if __name__ == "__main__":
