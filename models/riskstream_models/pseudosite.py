@@ -119,7 +119,7 @@ def run(
     threads: int = 2,
     lightgbm_from: str | None = None,
 ) -> dict:
-    from .baselines import fit_lgb, history_features
+    from .baselines import fit_lgb, history_matrix
 
     t0 = time.time()
     model_for = model_for or {}
@@ -138,7 +138,7 @@ def run(
     prior = json.loads(Path(lightgbm_from).read_text()) if lightgbm_from else None
     need_pooled = pooled and (prior is None or "lightgbm_pooled" not in prior.get("pooled", {}))
     if prior is None or need_pooled:
-        X = history_features(ev).to_numpy(np.float32)
+        X = history_matrix(ev)
         print(
             f"{X.shape[1]} history features, {len(ev.starts) - 1} entities, "
             f"{time.time() - t0:.0f} s",

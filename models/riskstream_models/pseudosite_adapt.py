@@ -43,7 +43,7 @@ def run(
     threads: int = 1,
     lightgbm_from: str | None = None,
 ) -> dict:
-    from .baselines import fit_lgb, history_features
+    from .baselines import fit_lgb, history_matrix
 
     t0 = time.time()
     outdir = Path(out)
@@ -83,7 +83,7 @@ def run(
     }
     res["adapted"] = _metrics(network_risk(outdir / "art", test_ev), y, k, test_ev, o)
 
-    X = history_features(ev).to_numpy(np.float32)
+    X = history_matrix(ev)
     if lightgbm_from:  # the complement-trained trees of an earlier pseudosite run
         prior = json.loads(Path(lightgbm_from).read_text())["splits"][split]
         assert prior["test_entities"] == len(test_ent), "another split"
