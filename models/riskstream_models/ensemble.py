@@ -222,7 +222,11 @@ def parity(model, trees, blend, path: Path, ev, n: int = 16) -> float:
     return float(np.abs(got - ref)[valid.numpy()].max())
 
 
-def run(checkpoint: str, out: str, name: str, version: str) -> dict:
+def run(
+    checkpoint: str, out: str, name: str, version: str, weights: list[float | None] | None = None
+) -> dict:
+    """weights: per output a fixed recurrent blend weight (e.g. chosen on a pseudo-site, see
+    models/README.md), or None to pick it on the validation split's AUPRC."""
     threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
     torch.set_num_threads(threads)
     model, ck = load_checkpoint(checkpoint)
@@ -251,6 +255,8 @@ def run(checkpoint: str, out: str, name: str, version: str) -> dict:
             for wt in np.linspace(0, 1, 11)
         }
         best = max(scores, key=scores.get)
+        if weights and k < len(weights) and weights[k] is not None:
+            best = float(weights[k])
         print(
             f"output {k}: val AUPRC by weight "
             + " ".join(f"{a:.1f}:{s:.4f}" for a, s in scores.items())
@@ -265,6 +271,12 @@ def run(checkpoint: str, out: str, name: str, version: str) -> dict:
     ens = {
         "trees": "LightGBM over the derived memory features, one per output",
         "n_trees": [t.best_iteration for t in trees],
+        "blend_weight_chosen_on": [
+            "fixed (--blend-weight)"
+            if weights and i < len(weights) and weights[i] is not None
+            else "validation AUPRC"
+            for i in range(len(trees))
+        ],
     }
     man = write_artifact(
         model, trees, blend, out, name, version, ck["training_data"], load_events(SAMPLE), ens
@@ -327,7 +339,15 @@ def main(argv=None) -> None:
     ap.add_argument("--out", help="artifact folder (default: the config's export.dir)")
     ap.add_argument("--name", default=None)
     ap.add_argument("--version", default=None)
+    ap.add_argument(
+        "--blend-weight",
+        action="append",
+        default=[],
+        metavar="OUTPUT=W",
+        help="fix an output's recurrent blend weight (else chosen on validation AUPRC)",
+    )
     args = ap.parse_args(argv)
+    fixed = dict(s.split("=", 1) for s in args.blend_weight)
     checkpoint, e = args.checkpoint, {}
     if args.config:
         from .train import load_config
@@ -344,7 +364,12 @@ def main(argv=None) -> None:
     if not out:
         ap.error("--out is required (or an export.dir in the config)")
     name = args.name or e.get("name", "aki-lstm-gbm")
-    run(checkpoint, out, name, args.version or e.get("version", "1.0.0"))
+    model_cfg = torch.load(checkpoint, weights_only=False)["model_config"]
+    unknown = set(fixed) - set(model_cfg["outputs"])
+    if unknown:
+        ap.error(f"--blend-weight: unknown outputs {sorted(unknown)}")
+    weights = [float(fixed[o]) if o in fixed else None for o in model_cfg["outputs"]]
+    run(checkpoint, out, name, args.version or e.get("version", "1.0.0"), weights)
 
 
 if __name__ == "__main__":

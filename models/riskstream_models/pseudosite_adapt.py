@@ -43,7 +43,7 @@ def run(
     threads: int = 1,
     lightgbm_from: str | None = None,
 ) -> dict:
-    from .baselines import fit_lgb, history_matrix
+    from .baselines import fit_lgb, history_features, history_matrix
 
     t0 = time.time()
     outdir = Path(out)
@@ -83,26 +83,38 @@ def run(
     }
     res["adapted"] = _metrics(network_risk(outdir / "art", test_ev), y, k, test_ev, o)
 
-    X = history_matrix(ev)
+    # history features of the entities needed only (per entity, so the same as on the whole table)
+    need = np.union1d(local, test_ent)
+    sub = subset(ev, need)
+    X = history_features(sub).to_numpy(np.float32)
+    sub_rows = {e: (a, b) for e, a, b in zip(need, sub.starts[:-1], sub.starts[1:], strict=True)}
+
+    def rows_of(idx: np.ndarray) -> np.ndarray:
+        """Rows of X (the subset table) for entities idx of ev."""
+        return np.concatenate([np.arange(*sub_rows[e]) for e in idx])
+
+    xt = X[rows_of(test_ent)]
     if lightgbm_from:  # the complement-trained trees of an earlier pseudosite run
         prior = json.loads(Path(lightgbm_from).read_text())["splits"][split]
         assert prior["test_entities"] == len(test_ent), "another split"
         res["lightgbm_elsewhere"] = prior["lightgbm"]
     else:
+        XA = history_matrix(ev)
         tr = ev.rows(np.intersect1d(np.flatnonzero(~held), part["train"]))
         va = ev.rows(np.intersect1d(np.flatnonzero(~held), part["val"]))
         tr, va = tr[keep[tr]], va[keep[va]]
-        booster = fit_lgb(X[tr], label[tr], X[va], label[va], seed, threads)
-        p = booster.predict(X[rows], num_iteration=booster.best_iteration).astype(np.float32)
+        booster = fit_lgb(XA[tr], label[tr], XA[va], label[va], seed, threads)
+        p = booster.predict(xt, num_iteration=booster.best_iteration).astype(np.float32)
         res["lightgbm_elsewhere"] = _metrics(p, y, k, test_ev, o)
     # LightGBM on the local data only, with adapt's own split of it
     lp = split_entities(ents[local], seed, FRACTIONS)
     fit_ent = np.flatnonzero(np.isin(ents, np.r_[lp["train"], lp["calib"]]))
     val_ent = np.flatnonzero(np.isin(ents, lp["val"]))
     tr, va = ev.rows(fit_ent), ev.rows(val_ent)
-    tr, va = tr[keep[tr]], va[keep[va]]
-    booster = fit_lgb(X[tr], label[tr], X[va], label[va], seed, threads)
-    p = booster.predict(X[rows], num_iteration=booster.best_iteration).astype(np.float32)
+    ktr, kva = keep[tr], keep[va]
+    xtr, xva = X[rows_of(fit_ent)][ktr], X[rows_of(val_ent)][kva]
+    booster = fit_lgb(xtr, label[tr][ktr], xva, label[va][kva], seed, threads)
+    p = booster.predict(xt, num_iteration=booster.best_iteration).astype(np.float32)
     res["lightgbm_local"] = _metrics(p, y, k, test_ev, o)
     res["seconds"] = round(time.time() - t0, 1)
     (outdir / "result.json").write_text(json.dumps(res, indent=2) + "\n")
