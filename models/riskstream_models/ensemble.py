@@ -272,7 +272,7 @@ def run(
         "trees": "LightGBM over the derived memory features, one per output",
         "n_trees": [t.best_iteration for t in trees],
         "blend_weight_chosen_on": [
-            "fixed (--blend-weight)"
+            "fixed (export.blend_weight or --blend-weight)"
             if weights and i < len(weights) and weights[i] is not None
             else "validation AUPRC"
             for i in range(len(trees))
@@ -347,7 +347,7 @@ def main(argv=None) -> None:
         help="fix an output's recurrent blend weight (else chosen on validation AUPRC)",
     )
     args = ap.parse_args(argv)
-    fixed = dict(s.split("=", 1) for s in args.blend_weight)
+    fixed: dict = {}
     checkpoint, e = args.checkpoint, {}
     if args.config:
         from .train import load_config
@@ -360,6 +360,9 @@ def main(argv=None) -> None:
         checkpoint = str(Path(cfg["out"]) / "model.pt")
         for old in Path(cfg["out"]).glob("trees-*.txt"):  # fitted for an earlier checkpoint
             old.unlink()
+    # the config's export.blend_weight {output: w}, then --blend-weight OUTPUT=W on top
+    fixed.update(e.get("blend_weight") or {})
+    fixed.update(dict(s.split("=", 1) for s in args.blend_weight))
     out = args.out or e.get("dir")
     if not out:
         ap.error("--out is required (or an export.dir in the config)")
