@@ -219,3 +219,15 @@ def test_kdigo_labels_from_logged_events(tmp_path: Path) -> None:
     label, keep, onset = (v[n:] for v in got)
     assert onset.tolist() == [False, False, True, False]
     assert label.tolist() == [1, 1, 0, 0] and keep.tolist() == [True, True, False, False]
+
+
+def test_the_shipped_ensemble_rebuilds_exactly(tmp_path: Path) -> None:
+    """adapt's starting point for the shipped trees-over-memory artifact is that artifact."""
+    shipped = PROJECT_ROOT / "models/aki-lstm-gbm/1.1.0"
+    art = Artifact(shipped)
+    assert art.trees is not None and art.w[0] == pytest.approx(0.3)
+    g = build_graph(art.model, art.trees, Blend(art.w, art.xk, art.yk).eval())
+    (tmp_path / "model.onnx").write_bytes(g.SerializeToString())
+    (tmp_path / "manifest.json").write_text((shipped / "manifest.json").read_text())
+    ev = load_events(SAMPLE)
+    np.testing.assert_allclose(rollout(tmp_path, ev), rollout(shipped, ev), atol=1e-6, rtol=0)
