@@ -190,6 +190,44 @@ def _evaluate(argv: Sequence[str]) -> int:
     return result
 
 
+def _adapt(argv: Sequence[str]) -> int:
+    """``riskstream adapt``: ``riskstream_models.adapt`` on a file, or on the service's own events
+    table (``--from-log [DATABASE_URL]``, default: the database ``serve`` uses)."""
+    try:
+        from riskstream_models.adapt import main as adapt_main
+    except ImportError as exc:
+        print(
+            f"riskstream adapt needs the training extras: pip install -e '.[train]' and torch "
+            f"({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    source = argparse.ArgumentParser(add_help=False)
+    source.add_argument("--from-log", nargs="?", const="", default=None, metavar="DATABASE_URL")
+    known, rest = source.parse_known_args(list(argv))
+    if known.from_log is None:
+        result: int = adapt_main(rest)
+        return result
+    if "--data" in rest:
+        print("riskstream adapt: give --data FILE or --from-log, not both", file=sys.stderr)
+        return 2
+    from riskstream.adapters.sql.event_log import ENTITY_COLUMN, TIME_COLUMN, export_event_log
+    from riskstream.settings import Settings
+
+    url = known.from_log or Settings().resolved_database_url()
+    with tempfile.TemporaryDirectory(prefix="riskstream-adapt-") as tmp:
+        data = os.path.join(tmp, "events.parquet")
+        count = export_event_log(url, Path(data))
+        print(f"{count} logged events read from the events table", file=sys.stderr)
+        if count == 0:
+            print("riskstream adapt: the events table is empty", file=sys.stderr)
+            return 2
+        result = adapt_main(
+            [*rest, "--data", data, "--entity", ENTITY_COLUMN, "--time", TIME_COLUMN]
+        )
+    return result
+
+
 DESCRIPTION = (
     "Live risk scores from a recurrent model: each event an entity's client posts advances its "
     "state one step through an ONNX model (state in Redis, every score logged to SQL). Every "
@@ -203,6 +241,8 @@ DELEGATED = {
     "evaluate": "score an event table with a model artifact as the service steps it "
     "(needs the train extra)",
     "replay": "rebuild entities' states from the event log (docs: README, Replay and STATE_TTL)",
+    "adapt": "adapt a model artifact to a site's own events, a file or --from-log (needs the "
+    "train extra)",
 }
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
@@ -354,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = argv[0] if argv else None
     if command == "evaluate":
         return _evaluate(argv[1:])
+    if command == "adapt":
+        return _adapt(argv[1:])
     if command == "demo":
         from riskstream.demo import main as demo_main
 

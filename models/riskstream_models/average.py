@@ -1,21 +1,18 @@
-"""Several trained networks (e.g. seeds) averaged in one step, sharing one feature memory.
+"""Several trained networks (e.g. seeds) averaged in one step, sharing one feature memory
+(the opt-in artifact aki-lstm 1.1.0). The averaging run itself is research:
 
-    python -m riskstream_models.average runs/aki-lstm/model.pt runs/seed-1/model.pt \
-        runs/seed-2/model.pt --out runs/avg3 [--export models/aki-lstm-avg/1.0.0]
+    python models/experiments/average.py runs/aki-lstm/model.pt runs/seed-1/model.pt \
+        runs/seed-2/model.pt --out runs/avg3
 
 The networks must have been trained on the same split with the same memory config (their
 normalisation statistics are then identical). States are the networks' states concatenated
 along H: `h`, `c` [L, B, N*H]; the memory `m` is shared. The averaged logit is calibrated again
-(isotonic, calib split). Saves a checkpoint usable by export.py/ensemble.py via load_checkpoint.
+(isotonic, calib split). That run saves a checkpoint that `checkpoint.load_checkpoint` reads.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import os
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -75,54 +72,3 @@ class AverageModel(nn.Module):
         d, _ = self.memory.sequence(x, dt)
         z, _ = self.network(d, self.zero_states(x.shape[1])[:-1], seq=True)
         return self.calibrate(z)
-
-
-def main(argv=None) -> None:
-    from .train import Prepared, load_checkpoint, quick_metrics
-    from .train import calibrate as fit_calibration
-
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("checkpoints", nargs="+")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    loaded = [load_checkpoint(p) for p in args.checkpoints]
-    model = AverageModel([m for m, _ in loaded]).eval()
-    assert model.cfg.memory, "averaging expects models with the feature memory"
-    ck = loaded[0][1]
-    prep = Prepared(ck["cfg"], model.nets[0])
-    fit_calibration(model, prep, model.cfg.calib_knots)
-    model.cfg.calibration = "isotonic"
-    result = {
-        "checkpoints": args.checkpoints,
-        "val": quick_metrics(model, prep, "val"),
-        "test": quick_metrics(model, prep, "test"),
-    }
-    print(json.dumps(result))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "average": args.checkpoints,
-            "cfg": ck["cfg"],
-            "training_data": ck["training_data"],
-            "state_dict": model.state_dict(),
-        },
-        out / "model.pt",
-    )
-    (out / "result.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-
-
-def load_average(ck: dict) -> AverageModel:
-    from .train import load_checkpoint
-
-    model = AverageModel([load_checkpoint(p)[0] for p in ck["average"]])
-    model.load_state_dict(ck["state_dict"])
-    model.cfg.calibration = "isotonic"
-    return model.eval()
-
-
-if __name__ == "__main__":
-    main()

@@ -74,6 +74,18 @@ def history_features(ev: EventTable) -> pd.DataFrame:
     return pd.DataFrame(out).astype(np.float32)
 
 
+def history_matrix(ev: EventTable, cache: str | Path = "runs/cache") -> np.ndarray:
+    """`history_features` as float32 (N, F), cached under `cache` by the table's fingerprint
+    (they take minutes for set A and depend on nothing else)."""
+    path = Path(cache) / f"history-{ev.fingerprint.split(':')[-1][:16]}.npy"
+    if path.exists():
+        return np.load(path)
+    X = history_features(ev).to_numpy(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, X)
+    return X
+
+
 def fit_lgb(X, y, Xv, yv, seed=0, threads=2):
     params = {
         "objective": "binary",

@@ -9,8 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from riskstream.resources import resource
 
 SETA = "/work/shared/data/physionet2019/setA.parquet"
+# 200 set-A patients shipped for tests, demos and the export parity check: models/data/ in a
+# checkout, riskstream/_bundled/demo/ when installed.
+SAMPLE = str(resource("demo") / "physionet2019-sample.parquet")
 
 # the 40 PhysioNet 2019 variables: name, unit, description (from the challenge documentation)
 PHYSIONET_FEATURES = [

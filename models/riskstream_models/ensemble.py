@@ -2,6 +2,7 @@
 
     python -m riskstream_models.ensemble --checkpoint runs/aki-lstm/model.pt \
         --out models/aki-lstm-gbm/1.0.0 --name aki-lstm-gbm --version 1.0.0
+    python -m riskstream_models.ensemble --config models/configs/aki-lstm-gbm.json  # + training
 
 One LightGBM per output is trained on the model's derived features d (the memory-derived
 features the recurrent layers see, computed by the same graph). The exported step is
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import warnings
 from pathlib import Path
@@ -33,11 +35,12 @@ from onnxmltools.convert.common.data_types import FloatTensorType
 from sklearn.metrics import average_precision_score
 
 from .baselines import fit_lgb
-from .data import load_events
+from .checkpoint import load_checkpoint
+from .data import SAMPLE, load_events
 from .evaluate import evaluate
-from .export import OPSET, SAMPLE, manifest, onnx_rollout
+from .export import OPSET, knots_doc, manifest, onnx_rollout
 from .model import RiskModel, calibrate
-from .train import Prepared, isotonic_knots, load_checkpoint, logits_for
+from .train import Prepared, isotonic_knots, logits_for
 
 
 def float32_thresholds(booster: lgb.Booster) -> lgb.Booster:
@@ -108,7 +111,33 @@ def to_onnx(module: nn.Module, args, inputs, outputs, dynamic) -> onnx.ModelProt
     return onnx.load(str(path))
 
 
-def build_graph(model: RiskModel, trees: list, blend: Blend) -> onnx.ModelProto:
+def trees_from_artifact(path: str | Path) -> onnx.ModelProto:
+    """The trees of an ensemble artifact as their own graph: `d` -> `t{k}_probabilities`.
+
+    `adapt` rebuilds an ensemble step around them (new network weights, blend and calibration)
+    without the LightGBM boosters, which the artifact does not carry."""
+    g = onnx.load(str(path))
+    qs = sorted(
+        {o for n in g.graph.node for o in n.output if re.fullmatch(r"t\d+_probabilities", o)}
+    )
+    if not qs:
+        raise ValueError(f"{path}: no trees (t<k>_probabilities) in this graph")
+    return onnx.utils.Extractor(g).extract_model(["d"], qs)
+
+
+def tree_probabilities(trees: list | onnx.ModelProto, d: np.ndarray) -> list[np.ndarray]:
+    """Per output the trees' probability of class 1 for derived features d (rows, D)."""
+    if isinstance(trees, onnx.ModelProto):
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(trees.SerializeToString(), providers=["CPUExecutionProvider"])
+        return [q[:, 1] for q in sess.run(None, {"d": d.astype(np.float32)})]
+    return [t.predict(d) for t in trees]
+
+
+def build_graph(model: RiskModel, trees: list | onnx.ModelProto, blend: Blend) -> onnx.ModelProto:
+    """The one ONNX step; trees are LightGBM boosters (one per output) or, from
+    `trees_from_artifact`, an already converted tree graph."""
     cfg = model.cfg
     names, K, D = cfg.state_names(), len(cfg.outputs), cfg.derived_size
     nxt = [f"{n}_next" for n in names]
@@ -124,6 +153,12 @@ def build_graph(model: RiskModel, trees: list, blend: Blend) -> onnx.ModelProto:
         dyn,
     )
     qs = [f"t{k}_probabilities" for k in range(K)]
+    if isinstance(trees, onnx.ModelProto):
+        t = onnx.ModelProto()
+        t.CopyFrom(trees)
+        t.ir_version = g.ir_version
+        g = compose.merge_models(g, t, io_map=[("d", "d")], outputs=["z", *nxt, *qs])
+        trees = []
     for k, booster in enumerate(trees):
         t = convert_lightgbm(
             booster,
@@ -176,7 +211,7 @@ def parity(model, trees, blend, path: Path, ev, n: int = 16) -> float:
     d, _ = model.memory.sequence(x, dt)
     z, _ = model.network(d, model.zero_states(len(idx))[: len(model.cfg.state_names()) - 1], True)
     flat = d.reshape(-1, d.shape[-1]).numpy()
-    q = [torch.tensor(np.stack([1 - p, p], 1)) for p in (t.predict(flat) for t in trees)]
+    q = [torch.tensor(np.stack([1 - p, p], 1)) for p in tree_probabilities(trees, flat)]
     ref = blend(z.reshape(-1, z.shape[-1]), *q).reshape(*z.shape).numpy()
     import onnxruntime as ort
 
@@ -187,8 +222,13 @@ def parity(model, trees, blend, path: Path, ev, n: int = 16) -> float:
     return float(np.abs(got - ref)[valid.numpy()].max())
 
 
-def run(checkpoint: str, out: str, name: str, version: str) -> dict:
-    torch.set_num_threads(2)
+def run(
+    checkpoint: str, out: str, name: str, version: str, weights: list[float | None] | None = None
+) -> dict:
+    """weights: per output a fixed recurrent blend weight (e.g. chosen on a pseudo-site, see
+    models/README.md), or None to pick it on the validation split's AUPRC."""
+    threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
+    torch.set_num_threads(threads)
     model, ck = load_checkpoint(checkpoint)
     prep = Prepared(ck["cfg"], model)
     sp = prep.split
@@ -201,7 +241,7 @@ def run(checkpoint: str, out: str, name: str, version: str) -> dict:
         a, b = tr[m[tr]], va[m[va]]
         saved = Path(checkpoint).parent / f"trees-{k}.txt"  # reuse trees fitted for this checkpoint
         if not saved.exists():
-            booster = fit_lgb(prep.d[a], y[a], prep.d[b], y[b])
+            booster = fit_lgb(prep.d[a], y[a], prep.d[b], y[b], threads=threads)
             booster.save_model(str(saved), num_iteration=booster.best_iteration)
         booster = float32_thresholds(lgb.Booster(model_file=str(saved)))
         print(f"output {k}: {booster.best_iteration} trees")
@@ -215,6 +255,8 @@ def run(checkpoint: str, out: str, name: str, version: str) -> dict:
             for wt in np.linspace(0, 1, 11)
         }
         best = max(scores, key=scores.get)
+        if weights and k < len(weights) and weights[k] is not None:
+            best = float(weights[k])
         print(
             f"output {k}: val AUPRC by weight "
             + " ".join(f"{a:.1f}:{s:.4f}" for a, s in scores.items())
@@ -226,22 +268,20 @@ def run(checkpoint: str, out: str, name: str, version: str) -> dict:
         xk.append(xs)
         yk.append(ys)
     blend = Blend(np.array(w), np.stack(xk), np.stack(yk)).eval()
-    outdir = Path(out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    path = outdir / "model.onnx"
-    onnx.save(build_graph(model, trees, blend), str(path))
-    diff = parity(model, trees, blend, path, load_events(SAMPLE))
-    print(f"parity max abs diff {diff:.2e}")
-    if not diff <= 1e-5:
-        raise RuntimeError(f"export parity failed: {diff:.3g}")
-    man = manifest(model, name, version, path, ck["training_data"], {})
-    man["onnx"]["parity_max_abs_diff"] = diff
-    man["cell"]["ensemble"] = {
+    ens = {
         "trees": "LightGBM over the derived memory features, one per output",
         "n_trees": [t.best_iteration for t in trees],
-        "blend_weight_recurrent": [float(v) for v in w],
+        "blend_weight_chosen_on": [
+            "fixed (export.blend_weight or --blend-weight)"
+            if weights and i < len(weights) and weights[i] is not None
+            else "validation AUPRC"
+            for i in range(len(trees))
+        ],
     }
-    (outdir / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
+    man = write_artifact(
+        model, trees, blend, out, name, version, ck["training_data"], load_events(SAMPLE), ens
+    )
+    outdir = Path(out)
     d = ck["cfg"]["data"]
     res = evaluate(outdir, d["path"], split="test", seed=d["split_seed"])
     man["evaluation"] = {"split": f"test (seed {d['split_seed']})", **res}
@@ -250,16 +290,89 @@ def run(checkpoint: str, out: str, name: str, version: str) -> dict:
     return res
 
 
+def write_artifact(
+    model: RiskModel,
+    trees: list | onnx.ModelProto,
+    blend: Blend,
+    out: str | Path,
+    name: str,
+    version: str,
+    training: dict,
+    check,
+    ensemble: dict,
+) -> dict:
+    """Write model.onnx + manifest.json of an ensemble step after the parity check on `check`
+    (an EventTable); the manifest's cell carries what `adapt` needs to rebuild it."""
+    outdir = Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    path = outdir / "model.onnx"
+    onnx.save(build_graph(model, trees, blend), str(path))
+    diff = parity(model, trees, blend, path, check)
+    print(f"parity max abs diff {diff:.2e}")
+    if not diff <= 1e-5:
+        raise RuntimeError(f"export parity failed: {diff:.3g}")
+    man = manifest(model, name, version, path, training, {})
+    man["onnx"]["parity_max_abs_diff"] = diff
+    man["cell"]["config"]["calibration_knots"] = knots_doc(
+        model.cfg.outputs, blend.xk.numpy(), blend.yk.numpy()
+    )
+    man["cell"]["ensemble"] = {
+        **ensemble,
+        "blend_weight_recurrent": [round(float(v), 6) for v in blend.w.numpy()],
+    }
+    (outdir / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
+    return man
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--name", default="aki-lstm-gbm")
-    ap.add_argument("--version", default="1.0.0")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a trained network (model.pt)")
+    src.add_argument(
+        "--config",
+        help="train the network first (train.py's config; its export section names the "
+        "artifact), then fit the trees and export both: the whole recipe in one command",
+    )
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    ap.add_argument("--out", help="artifact folder (default: the config's export.dir)")
+    ap.add_argument("--name", default=None)
+    ap.add_argument("--version", default=None)
+    ap.add_argument(
+        "--blend-weight",
+        action="append",
+        default=[],
+        metavar="OUTPUT=W",
+        help="fix an output's recurrent blend weight (else chosen on validation AUPRC)",
+    )
     args = ap.parse_args(argv)
-    run(args.checkpoint, args.out, args.name, args.version)
+    fixed: dict = {}
+    checkpoint, e = args.checkpoint, {}
+    if args.config:
+        from .train import load_config
+        from .train import run as train
+
+        cfg = load_config(args.config, args.set)
+        e = cfg["export"] or {}
+        cfg["export"] = None  # the network alone is not exported
+        train(cfg)
+        checkpoint = str(Path(cfg["out"]) / "model.pt")
+        for old in Path(cfg["out"]).glob("trees-*.txt"):  # fitted for an earlier checkpoint
+            old.unlink()
+    # the config's export.blend_weight {output: w}, then --blend-weight OUTPUT=W on top
+    fixed.update(e.get("blend_weight") or {})
+    fixed.update(dict(s.split("=", 1) for s in args.blend_weight))
+    out = args.out or e.get("dir")
+    if not out:
+        ap.error("--out is required (or an export.dir in the config)")
+    name = args.name or e.get("name", "aki-lstm-gbm")
+    model_cfg = torch.load(checkpoint, weights_only=False)["model_config"]
+    unknown = set(fixed) - set(model_cfg["outputs"])
+    if unknown:
+        ap.error(f"--blend-weight: unknown outputs {sorted(unknown)}")
+    weights = [float(fixed[o]) if o in fixed else None for o in model_cfg["outputs"]]
+    run(checkpoint, out, name, args.version or e.get("version", "1.0.0"), weights)
 
 
 if __name__ == "__main__":

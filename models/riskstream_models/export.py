@@ -1,8 +1,8 @@
 """Export one step of a RiskModel to ONNX + manifest.json, per docs/model-contract.md.
 
 python -m riskstream_models.export --tiny tests/fixtures/models/tiny/0.1.0
-python -m riskstream_models.export --checkpoint runs/aki-lstm/model.pt \
-    --out models/aki-lstm/1.0.0
+
+(A trained checkpoint is exported by `train` itself, or `python -m riskstream_models.checkpoint`.)
 """
 
 from __future__ import annotations
@@ -20,15 +20,20 @@ import onnx
 import onnxruntime as ort
 import torch
 import torch.nn as nn
-from riskstream.resources import resource
 
-from .data import OUTPUTS, PHYSIONET_FEATURES, PLAUSIBLE_RANGES, EventTable, load_events
+from .data import (
+    OUTPUTS,
+    PHYSIONET_FEATURES,
+    PLAUSIBLE_RANGES,
+    SAMPLE,
+    EventTable,
+    load_events,
+)
 from .dataset import fit_normalisation, length_batches, padded
 from .model import ModelConfig, RiskModel
 
 OPSET = 17
-# The 200-patient slice: models/data/ in a checkout, riskstream/_bundled/demo/ when installed.
-SAMPLE = str(resource("demo") / "physionet2019-sample.parquet")
+__all__ = ["SAMPLE", "export", "export_onnx", "knots_doc", "knots_from_doc", "manifest", "tiny"]
 
 
 class Step(nn.Module):
@@ -130,6 +135,9 @@ def manifest(
         for f in cfg.features
     ]
     outs = [o for o in OUTPUTS if o["name"] in cfg.outputs]
+    rebuild = {k: v for k, v in cfg.to_dict().items() if k != "features"}
+    if cfg.calibration == "isotonic":
+        rebuild["calibration_knots"] = knots_doc(cfg.outputs, model.calib_x, model.calib_y)
     return {
         "format": "riskstream-model/1",
         "name": name,
@@ -147,6 +155,8 @@ def manifest(
             "key_labs": cfg.key_labs if cfg.memory else [],
             "calibration": cfg.calibration,
             "networks_averaged": getattr(model, "n", 1),
+            # what `adapt` needs to rebuild the step from this artifact (weights: model.onnx)
+            **({"config": rebuild} if getattr(model, "n", 1) == 1 else {}),
         },
         "onnx": {
             "file": "model.onnx",
@@ -159,6 +169,30 @@ def manifest(
         "evaluation": evaluation,
         "created": dt_.datetime.now(dt_.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+def knots_doc(outputs: list[str], xk, yk) -> dict:
+    """Per output the calibration knots (logit -> risk), without the padding that repeats the
+    last knot; float32 values written exactly (`knots_from_doc` pads them back)."""
+    out = {}
+    for k, name in enumerate(outputs):
+        x = np.asarray(xk[k], np.float32)
+        y = np.asarray(yk[k], np.float32)
+        n = len(x)
+        while n > 1 and x[n - 1] == x[n - 2] and y[n - 1] == y[n - 2]:
+            n -= 1
+        out[name] = {"logit": [float(v) for v in x[:n]], "risk": [float(v) for v in y[:n]]}
+    return out
+
+
+def knots_from_doc(doc: dict, outputs: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(K, n) knot arrays from `knots_doc`, padded by repeating the last knot."""
+    xs, ys = [], []
+    for name in outputs:
+        x, y = np.asarray(doc[name]["logit"], np.float32), np.asarray(doc[name]["risk"], np.float32)
+        xs.append(np.r_[x, np.full(n - len(x), x[-1], np.float32)])
+        ys.append(np.r_[y, np.full(n - len(y), y[-1], np.float32)])
+    return np.stack(xs), np.stack(ys)
 
 
 def export(
@@ -213,19 +247,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--tiny", metavar="OUT", help="write the untrained tiny fixture to OUT")
-    ap.add_argument("--checkpoint", help="a model.pt written by train.py")
-    ap.add_argument("--out", help="artifact folder models/<name>/<version>")
-    ap.add_argument("--name", default="aki-lstm")
-    ap.add_argument("--version", default="1.0.0")
+    ap.add_argument("--tiny", metavar="OUT", required=True, help="write the tiny fixture to OUT")
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    if args.tiny:
-        tiny(args.tiny)
-        return
-    from .train import export_checkpoint
-
-    export_checkpoint(args.checkpoint, args.out, args.name, args.version)
+    tiny(args.tiny)
 
 
 if __name__ == "__main__":

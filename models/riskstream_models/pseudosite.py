@@ -118,8 +118,9 @@ def run(
     pooled: bool = True,
     threads: int = 2,
     lightgbm_from: str | None = None,
+    lightgbm: bool = True,
 ) -> dict:
-    from .baselines import fit_lgb, history_features
+    from .baselines import fit_lgb, history_matrix
 
     t0 = time.time()
     model_for = model_for or {}
@@ -137,8 +138,9 @@ def run(
     # LightGBM's rows do not depend on the network: reuse them from an earlier result.json
     prior = json.loads(Path(lightgbm_from).read_text()) if lightgbm_from else None
     need_pooled = pooled and (prior is None or "lightgbm_pooled" not in prior.get("pooled", {}))
-    if prior is None or need_pooled:
-        X = history_features(ev).to_numpy(np.float32)
+    need_pooled = need_pooled and lightgbm
+    if lightgbm and (prior is None or need_pooled):
+        X = history_matrix(ev)
         print(
             f"{X.shape[1]} history features, {len(ev.starts) - 1} entities, "
             f"{time.time() - t0:.0f} s",
@@ -173,7 +175,9 @@ def run(
         tr = ev.rows(np.flatnonzero(train_side & in_part["train"]))
         va = ev.rows(np.flatnonzero(train_side & in_part["val"]))
         tr, va = tr[keep[tr]], va[keep[va]]
-        if prior is not None:
+        if not lightgbm:  # the network's rows only
+            lgb: dict = {}
+        elif prior is not None:
             old = prior["pooled"] if name == "pooled" else prior["splits"][name]
             assert old["test_entities"] == len(te_ent) and prior["seed"] == seed, "another split"
             lgb = {
@@ -206,6 +210,7 @@ def run(
                 {
                     m: {q: round(res[m].get(q, float("nan")), 4) for q in ("auroc", "auprc")}
                     for m in ("network", "lightgbm")
+                    if m in res
                 }
             ),
             file=sys.stderr,
@@ -247,7 +252,7 @@ def worst(splits: dict) -> dict:
         gaps = {
             k: v["lightgbm"][q] - v["network"][q]
             for k, v in splits.items()
-            if np.isfinite(v["lightgbm"][q] - v["network"][q])
+            if "lightgbm" in v and np.isfinite(v["lightgbm"][q] - v["network"][q])
         }
         if gaps:
             k = max(gaps, key=gaps.__getitem__)
@@ -257,6 +262,19 @@ def worst(splits: dict) -> dict:
 
 def table(res: dict) -> str:
     rows = list(res["splits"].items()) + ([("pooled", res["pooled"])] if "pooled" in res else [])
+    if not all("lightgbm" in r for _, r in rows):  # network rows only (--no-lightgbm)
+        lines = [
+            "| split | held-out test patients | hours | AKI prevalence | network AUROC "
+            "| network AUPRC |",
+            "| --- " * 6 + "|",
+        ]
+        for name, r in rows:
+            n = r["network"]
+            lines.append(
+                f"| {name} | {r['test_entities']} | {r['test_hours']} "
+                f"| {r['aki_prevalence']:.3f} | {n['auroc']:.3f} | {n['auprc']:.3f} |"
+            )
+        return "\n".join(lines)
     both = all("lightgbm_pooled" in r for _, r in rows)
     head = (
         "LightGBM (complement) AUROC | LightGBM (train split) AUROC" if both else "LightGBM AUROC"
@@ -340,6 +358,11 @@ def main(argv=None) -> int:
         "fitting them again: they do not depend on the network",
     )
     ap.add_argument(
+        "--no-lightgbm",
+        action="store_true",
+        help="the network's rows only (LightGBM's are deterministic: see models/README.md)",
+    )
+    ap.add_argument(
         "--write-splits", metavar="DIR", help="also write each split's patients to DIR/*.json"
     )
     args = ap.parse_args(argv)
@@ -359,6 +382,7 @@ def main(argv=None) -> int:
         not args.no_pooled,
         args.threads,
         args.lightgbm_from,
+        not args.no_lightgbm,
     )
     print(table(res))
     return 0

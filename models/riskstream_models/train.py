@@ -27,9 +27,9 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm import tqdm
 
+from .checkpoint import export_checkpoint
 from .data import FEATURES, aki_labels, load_events, make_labels, measured_share
 from .dataset import derived_features, fit_normalisation, length_batches
-from .export import SAMPLE
 from .metrics import aki_report
 from .model import ModelConfig, RiskModel, n_params
 
@@ -67,7 +67,9 @@ DEFAULTS = {
         "teacher": "runs/teacher/oof.npz",  # out-of-fold teacher probabilities (distill.py)
     },
     "out": "runs/aki-lstm",
-    "export": None,  # {"dir": "models/aki-lstm/1.0.0", "name": "aki-lstm", "version": "1.0.0"}
+    # {"dir": "models/aki-lstm/1.0.0", "name": "aki-lstm", "version": "1.0.0"}
+    # (`python -m riskstream_models.ensemble --config` exports trees + network instead)
+    "export": None,
 }
 
 
@@ -480,35 +482,6 @@ def training_data(cfg: dict, prep: Prepared) -> dict:
             "sepsis_alpha": tc.get("distill_sepsis"),
         }
     return out
-
-
-def load_checkpoint(path) -> tuple[RiskModel, dict]:
-    ck = torch.load(path, weights_only=False)
-    if "average" in ck:  # several networks averaged (average.py)
-        from .average import load_average
-
-        return load_average(ck), ck
-    model = RiskModel(ModelConfig(**ck["model_config"]))
-    # half_life follows from the config (a buffer some experiment checkpoints stored)
-    sd = {k: v for k, v in ck["state_dict"].items() if k != "memory.half_life"}
-    model.load_state_dict(sd)
-    return model.eval(), ck
-
-
-def export_checkpoint(path, out, name, version) -> dict:
-    """Export a checkpoint, evaluate the ONNX step on the test split, write it into the manifest."""
-    from .evaluate import evaluate
-    from .export import export
-
-    model, ck = load_checkpoint(path)
-    d = ck["cfg"]["data"]
-    export(model, out, name, version, ck["training_data"], {}, load_events(SAMPLE))
-    res = evaluate(out, d["path"], split="test", seed=d["split_seed"])
-    man_path = Path(out) / "manifest.json"
-    man = json.loads(man_path.read_text())
-    man["evaluation"] = {"split": f"test (seed {d['split_seed']})", **res}
-    man_path.write_text(json.dumps(man, indent=2) + "\n")
-    return res
 
 
 def main(argv=None) -> None:

@@ -14,6 +14,7 @@ ARTIFACTS = [
     "models/aki-lstm/1.1.0",
     "models/aki-lstm/1.2.0",
     "models/aki-lstm-gbm/1.0.0",
+    "models/aki-lstm-gbm/1.1.0",
 ]
 
 

@@ -100,3 +100,15 @@ def test_training_on_a_pseudo_site_side(tmp_path, monkeypatch):
         assert not sicu[prep.split[k]].any()
         assert set(ents[prep.split[k]]) == set(full[k]) - set(ents[sicu])
     assert set(ents[prep.split["test"]]) == set(full["test"])
+
+
+def test_network_rows_only(tmp_path, capsys):
+    """--no-lightgbm: the network's rows (per split and pooled), no LightGBM fitted or shown."""
+    out = tmp_path / "ps"
+    argv = ["--model", TINY, "--data", SAMPLE, "--out", str(out), "--no-lightgbm"]
+    assert main(argv) == 0
+    res = json.loads((out / "result.json").read_text())
+    rows = [*res["splits"].values(), res["pooled"]]
+    assert all("lightgbm" not in r and 0 <= r["network"]["auroc"] <= 1 for r in rows)
+    printed = capsys.readouterr().out
+    assert "LightGBM" not in printed and "| pooled | " in printed

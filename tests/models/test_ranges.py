@@ -21,6 +21,7 @@ MANIFESTS = [
     REPO / "models/aki-lstm/1.1.0",
     REPO / "models/aki-lstm/1.0.0",
     REPO / "models/aki-lstm-gbm/1.0.0",
+    REPO / "models/aki-lstm-gbm/1.1.0",
     REPO / "tests/fixtures/models/tiny/0.1.0",
 ]
 SET_A = Path("/work/shared/data/physionet2019/setA.parquet")

@@ -40,9 +40,9 @@ def assert_exported_calibration_keeps_order(checkpoint, art) -> None:
     events exactly as the torch logits do: sorted by logit, the risks never fall, and they rise
     wherever the logits differ by more than float noise."""
     import numpy as np
+    from riskstream_models.checkpoint import load_checkpoint
     from riskstream_models.data import load_events
     from riskstream_models.evaluate import rollout
-    from riskstream_models.train import load_checkpoint
 
     model, _ = load_checkpoint(checkpoint)
     for k in range(model.calib_x.shape[0]):

@@ -10,7 +10,7 @@ for a in 0.5 0.8 1.0; do
 done
 $T --set out=runs/distill-0.8-no-memory --set train.distill=0.8 --set model.memory=false
 $T --set out=runs/distill-0.8-seed-1 --set train.distill=0.8 --set train.seed=1
-A="python -m riskstream_models.average"
+A="PYTHONPATH=models python models/experiments/average.py"
 $A runs/distill-0.5/model.pt runs/distill-0.8/model.pt runs/distill-1.0/model.pt --out runs/avg-distill3
 $A runs/distill-0.8/model.pt runs/distill-1.0/model.pt --out runs/avg-distill2
 $A runs/distill-0.8/model.pt runs/distill-0.8-seed-1/model.pt --out runs/avg-distill-0.8x2

@@ -22,8 +22,8 @@ $T --set out=runs/reg-aux --set model.dropout=0.3 --set model.input_dropout=0.2 
 for s in 0 1 2; do
     $T --set out=runs/h64-seed-$s --set model.hidden=64 --set train.seed=$s
 done
-python -m riskstream_models.average runs/h64-seed-0/model.pt runs/h64-seed-1/model.pt \
+PYTHONPATH=models python models/experiments/average.py runs/h64-seed-0/model.pt runs/h64-seed-1/model.pt \
     runs/h64-seed-2/model.pt --out runs/avg-h64x3
 # the three 2x128 networks above averaged in one step
-python -m riskstream_models.average runs/base/model.pt runs/drop-aux/model.pt \
+PYTHONPATH=models python models/experiments/average.py runs/base/model.pt runs/drop-aux/model.pt \
     runs/reg/model.pt --out runs/avg-mixed3

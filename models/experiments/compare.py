@@ -1,6 +1,6 @@
 """Collect runs/*/result.json (train.py, baselines.py) into the Markdown table of models/README.md.
 
-python -m riskstream_models.compare runs/baselines runs/aki-lstm runs/no-memory ...
+python models/experiments/compare.py runs/baselines runs/aki-lstm runs/no-memory ...
 """
 
 from __future__ import annotations
