@@ -46,12 +46,28 @@ def delete_keys(redis_url: str, prefix: str) -> None:
         client.close()
 
 
+_ISSUED: list[str] = []  # every prefix handed out in this session
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sweep_prefixes(redis_url: str) -> Iterator[None]:
+    """At the session's end, the keys of every prefix this session handed out, deleted again:
+    a drain or a server process that outlived its test can recreate a stream or the instance
+    marker after the test's own deletion (seen: ``<prefix>:outbox``, ``<prefix>:instance`` left
+    in the shared Redis after a CI run). Only this session's prefixes: a concurrent session on
+    the same Redis keeps its own."""
+    yield
+    for prefix in _ISSUED:
+        delete_keys(redis_url, prefix)
+
+
 @pytest.fixture
 def key_prefix(redis_url: str) -> Iterator[str]:
     """Each test its own keys, so tests never see each other's state on a shared server. They
     are deleted after the test, once every service and server using them has stopped, so a
-    shared Redis does not fill up run after run."""
+    shared Redis does not fill up run after run (and again at the session's end)."""
     prefix = f"rstest-{uuid.uuid4().hex[:12]}"
+    _ISSUED.append(prefix)
     yield prefix
     delete_keys(redis_url, prefix)
 
