@@ -373,9 +373,13 @@ class SqlScoreLog:
             for start in range(0, len(distinct), _STAY_CHUNK):
                 chunk = distinct[start : start + _STAY_CHUNK]
                 rows = (await connection.execute(_stay_query(chunk))).all()
+                logged = sorted({row.entity_id for row in rows})
+                # a new entity (the common case on a first event) costs the one query only
                 deleted = {
                     row.entity_id: to_seconds(row.deleted_at)
-                    for row in await connection.execute(_deletions_query(chunk))
+                    for row in (
+                        await connection.execute(_deletions_query(logged)) if logged else ()
+                    )
                 }
                 by_entity: dict[str, list[_Row]] = {}
                 for row in rows:
