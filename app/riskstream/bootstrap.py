@@ -7,7 +7,7 @@ import contextlib
 import gc
 import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -205,11 +205,23 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             ),
         )
         if guard.authenticator is not None:
-            usage = asyncio.create_task(_flush_usage(guard.authenticator), name="key-usage")
-            stack.push_async_callback(_stop_flushing, usage, guard.authenticator)
+            # keys' last-used times in one batched UPDATE every few seconds, never per request,
+            # and the last few seconds' at shutdown
+            flush = guard.authenticator.flush_usage
+            _background(
+                stack, "key-usage", USAGE_FLUSH_S, flush, flush, "could not record API key usage"
+            )
         if guard.authenticator is not None and leases.lease_s > 0:
-            sweeping = asyncio.create_task(_sweep_leases(leases), name="rate-leases")
-            stack.push_async_callback(_stop_sweeping, sweeping, leases)
+            # expired leases' unspent tokens back to the shared buckets; at shutdown every lease,
+            # for other workers to spend once this one is gone (docs/auth.md)
+            _background(
+                stack,
+                "rate-leases",
+                max(leases.lease_s, 0.1),
+                leases.sweep,
+                leases.close,
+                "could not give back leased rate-limit tokens",
+            )
         log.info(
             "riskstream ready: model %s, redis %s, auth %s",
             model.manifest.key,
@@ -235,41 +247,36 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
 USAGE_FLUSH_S = 5.0
 
 
-async def _flush_usage(authenticator: Authenticator) -> None:
-    """Write keys' last-used times every few seconds (one batched UPDATE), never per request."""
+async def _every(period_s: float, action: Callable[[], Awaitable[object]], failed: str) -> None:
+    """``action`` every ``period_s``; a failure is logged (``failed``, with the error's type)
+    and the next turn tries again."""
     while True:
-        await asyncio.sleep(USAGE_FLUSH_S)
+        await asyncio.sleep(period_s)
         try:
-            await authenticator.flush_usage()
+            await action()
         except Exception as exc:
-            log.warning("could not record API key usage: %s", type(exc).__name__)
+            log.warning("%s: %s", failed, type(exc).__name__)
 
 
-async def _stop_flushing(task: asyncio.Task[None], authenticator: Authenticator) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    with contextlib.suppress(Exception):
-        await authenticator.flush_usage()  # the last few seconds' usage, at shutdown
+def _background(
+    stack: AsyncExitStack,
+    name: str,
+    period_s: float,
+    action: Callable[[], Awaitable[object]],
+    last: Callable[[], Awaitable[object]],
+    failed: str,
+) -> None:
+    """A periodic task for the lifespan: at shutdown it is cancelled, then ``last`` runs once."""
+    task = asyncio.create_task(_every(period_s, action, failed), name=name)
 
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        with contextlib.suppress(Exception):
+            await last()
 
-async def _sweep_leases(leases: TokenLeases) -> None:
-    """Give the shared buckets back what this worker leased and left unspent once the leases
-    expire, so no key's tokens stay stuck here (docs/auth.md)."""
-    while True:
-        await asyncio.sleep(max(leases.lease_s, 0.1))
-        try:
-            await leases.sweep()
-        except Exception as exc:
-            log.warning("could not give back leased rate-limit tokens: %s", type(exc).__name__)
-
-
-async def _stop_sweeping(task: asyncio.Task[None], leases: TokenLeases) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    with contextlib.suppress(Exception):
-        await leases.close()  # what other workers may spend once this one is gone
+    stack.push_async_callback(stop)
 
 
 # FastAPI's own OpenTelemetry hooks (newer releases) look up a tracer provider in the environment
