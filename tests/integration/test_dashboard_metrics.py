@@ -13,10 +13,10 @@ import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from riskstream.bench.server import ServerProcess
 from riskstream.settings import Settings
 
 from tests.support.paths import PROJECT_ROOT
+from tests.support.server import ServerProcess
 from tests.support.service import server_env
 
 pytestmark = pytest.mark.slow

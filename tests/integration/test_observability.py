@@ -22,11 +22,12 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from riskstream.adapters.redis_common import ViewKeys
-from riskstream.bench.server import ServerProcess, session_members
+from riskstream.bench.server import session_members
 from riskstream.bootstrap import create_app
 from riskstream.settings import Settings
 
 from tests.support.processes import RedisServer
+from tests.support.server import ServerProcess
 from tests.support.service import Running, server_env
 
 T0 = 1_790_000_000

@@ -23,7 +23,6 @@ import numpy as np
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from riskstream.bench.server import delete_keys
 from riskstream.bootstrap import create_app, thresholds
 from riskstream.core.domain import EntityState, Score
 from riskstream.core.replay import Replayer
@@ -31,6 +30,7 @@ from riskstream.services import Services
 from riskstream.settings import Settings
 
 from tests.support.paths import PROJECT_ROOT
+from tests.support.redis import delete_keys
 from tests.support.service import Running, wait_logged
 
 HOUR = 3600

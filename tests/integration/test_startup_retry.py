@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from riskstream.bench.server import ServerProcess, free_port
 
 from tests.support.model import TINY_MODEL_DIR
 from tests.support.processes import PostgresServer, RedisServer
+from tests.support.server import ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
 

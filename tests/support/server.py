@@ -45,7 +45,10 @@ class ServerProcess:
         inherit: bool = True,
         cwd: Path | None = None,
         timeout: float = 60.0,
+        serve_args: Sequence[str] = (),
     ) -> None:
+        """``serve_args`` go to ``riskstream serve`` after this class's own (``--log-level
+        warning``), so e.g. ``--log-level info`` overrides them."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -55,6 +58,7 @@ class ServerProcess:
         self.key: str | None = None
         command = [sys.executable, "-m", "riskstream.cli", "serve", "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--workers", str(workers), "--log-level", "warning"]
+        command += serve_args
         with log_path.open("ab") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
                 command,

@@ -28,7 +28,6 @@ class ServerProcess:
 
     ``env`` adds to this process's environment; with ``inherit=False`` it is the whole of it.
     The server runs in a session of its own, so ``stop`` can take its workers down with it.
-    ``serve_args`` go to ``riskstream serve`` after this class's own (``--log-level warning``).
 
     Access control (docs/auth.md): on a first start the server writes its admin key's secret
     to ``DATA_DIR/admin.key``; ``admin_key()`` reads it, ``create_key()`` makes another key
@@ -45,7 +44,6 @@ class ServerProcess:
         inherit: bool = True,
         cwd: Path | None = None,
         timeout: float = 60.0,
-        serve_args: Sequence[str] = (),
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -57,7 +55,6 @@ class ServerProcess:
         self._log = log_path.open("ab")
         command = [sys.executable, "-m", "riskstream.cli", "serve", "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--workers", str(workers), "--log-level", "warning"]
-        command += serve_args  # after the defaults: e.g. --log-level info overrides them
         self.process = subprocess.Popen(
             command,
             env=self.env,
